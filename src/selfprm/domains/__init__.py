@@ -1,0 +1,5 @@
+"""Domains: problems with a checkable outcome and, where possible, a step oracle."""
+from selfprm.domains.arith import ArithConfig, ArithDomain
+from selfprm.domains.base import Domain
+
+__all__ = ["ArithConfig", "ArithDomain", "Domain"]

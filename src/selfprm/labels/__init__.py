@@ -1,0 +1,14 @@
+"""Label sources: per-step labels from free signals, each with its cost in policy tokens."""
+from selfprm.labels.base import (
+    LabelResult,
+    LabelSource,
+    available_label_sources,
+    get_label_source,
+    register,
+    run_label_source,
+)
+
+# importing the modules registers the sources
+from selfprm.labels import mc_rollout, oracle, outcome, spr  # noqa: E402,F401
+
+__all__ = ["LabelResult", "LabelSource", "available_label_sources", "get_label_source", "register", "run_label_source"]

@@ -1,0 +1,40 @@
+"""The policy protocol: write step-by-step solutions, and continue from a step prefix.
+
+Every backend returns :class:`~selfprm.types.Trajectory` objects whose ``tokens_generated`` counts
+the tokens *that call* generated (for a continuation, only the new ones), so label sources can
+report their cost in policy tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+from selfprm.domains.base import Domain
+from selfprm.types import Problem, Trajectory
+
+
+@dataclass
+class Prefix:
+    """A problem and the first steps of a solution, to be continued."""
+
+    problem: Problem
+    steps: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    domain: Domain
+
+    def sample(self, problems: Sequence[Problem], n: int) -> list[list[Trajectory]]:
+        """``n`` solutions for each problem: ``result[i][j]`` is the j-th for ``problems[i]``."""
+        ...
+
+    def continue_from(self, prefixes: Sequence[Prefix], n: int) -> list[list[Trajectory]]:
+        """``n`` completions of each prefix; each trajectory holds the prefix steps and the new ones."""
+        ...
+
+
+def sample_flat(policy: Policy, problems: Sequence[Problem], n: int) -> list[Trajectory]:
+    """All ``n`` samples of every problem in one list, problem by problem."""
+    return [t for group in policy.sample(problems, n) for t in group]
