@@ -39,9 +39,9 @@ def build_char_tokenizer(charset: str):
 
 @dataclass
 class TinyLMConfig:
-    n_layer: int = 3
+    n_layer: int = 2
     n_head: int = 4
-    n_embd: int = 128
+    n_embd: int = 64
     n_positions: int = 256
 
 
@@ -54,6 +54,7 @@ def build_tiny_lm(tokenizer, config: TinyLMConfig | None = None, seed: int = 0):
         vocab_size=len(tokenizer), n_positions=c.n_positions, n_embd=c.n_embd, n_layer=c.n_layer,
         n_head=c.n_head, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        loss_type="ForCausalLM",
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -64,7 +65,7 @@ def build_tiny_lm(tokenizer, config: TinyLMConfig | None = None, seed: int = 0):
 class SFTConfig:
     steps: int = 1500
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 3e-3
     warmup: int = 100
     weight_decay: float = 0.01
     seed: int = 0

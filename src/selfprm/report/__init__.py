@@ -1,0 +1,1 @@
+"""Reports: markdown tables and PNG plots of a run's metrics."""

@@ -1,0 +1,77 @@
+"""The demo's table (printed and in ``report.md``) and its plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from selfprm.report.plots import plot_cost_quality, plot_source_metrics, plot_spr_kept
+from selfprm.types import atomic_write_text
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    head = ("| label source | PRM loss | step AUROC | first-error F1 | best-of-{n} | tokens / step label "
+            "| labels agree w/ oracle |").format(n=metrics.get("bon_n", 8))
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for name, r in metrics["label_sources"].items():
+        lines.append(
+            f"| {name} | {r['prm_loss']} | {r['step_auroc']:.3f} | {r['first_error_f1']:.3f} | {r['bon_accuracy']:.3f} "
+            f"| {r['policy_tokens_per_step_label']:.1f} | {r['label_accuracy_vs_oracle']:.1%} |"
+        )
+    b = metrics.get("baselines") or {}
+    if b:
+        lines.append(f"| *majority vote* | | | | {b['majority_vote']:.3f} | | |")
+        lines.append(f"| *random pick* | | | | {b['random_pick']:.3f} | | |")
+        lines.append(f"| *oracle pick* | | | | {b['oracle_pick']:.3f} | | |")
+    return "\n".join(lines)
+
+
+def write_demo_report(metrics: dict[str, Any], out: Path) -> str:
+    out = Path(out)
+    table = format_table(metrics)
+    plot_source_metrics(metrics, out / "label_sources.png")
+    has_spr = plot_spr_kept(metrics, out / "spr_filter.png")
+    plot_cost_quality(metrics, out / "cost_quality.png")
+    p = metrics["policy"]
+    parts = [
+        f"# selfprm demo — `{metrics['domain']}`",
+        "",
+        "Can PRMs trained on self-supervised step labels replace exact step labels? Each row trains the same "
+        "PRM (initialised from the policy) on one source's labels for the same trajectories and evaluates it "
+        f"on {metrics['test_problems']} held-out problems against the exact oracle.",
+        "",
+        table,
+        "",
+        f"*Policy*: tiny GPT-2 trained from scratch, sampled at T={p['temperature']}; wrong final answer on "
+        f"{p['error_rate']:.1%} of test solutions, {p['step_error_rate']:.1%} of steps unsound, "
+        f"{p['lucky_or_recovered_rate']:.1%} of solutions right despite an unsound step (recovered or lucky), "
+        f"{p['truncated_rate']:.1%} truncated; {p['steps_per_solution']:.1f} steps and "
+        f"{p['tokens_per_solution']:.1f} tokens per solution.",
+        "",
+        "*Cost*: policy tokens generated to make the labels, per labelled step, beyond sampling the pool itself "
+        f"({metrics['pool_tokens_per_step']:.1f} tokens per step, shared by every source).",
+        "",
+        "*First-error F1* (ProcessBench's metric): threshold tuned on a dev split, F1 = harmonic mean of the accuracy "
+        "on erroneous and on error-free solutions. *Best-of-N* aggregates step scores with "
+        f"`{metrics['aggregation']}`.",
+        "",
+        "![label sources](label_sources.png)",
+        "",
+        "![cost and quality](cost_quality.png)",
+    ]
+    for name, r in metrics["label_sources"].items():
+        if "spr_kept_share" in r:
+            s = r["spr_kept_share"]
+            parts += [
+                "",
+                f"## SPR's dynamic filter (`{name}`)",
+                "",
+                "Share of steps the filter kept in the loss (prediction agrees with the outcome pseudo-label), "
+                f"first → last logged step: outcome-correct steps {s['positive'][0]:.2f} → {s['positive'][-1]:.2f}, "
+                f"outcome-wrong steps {s['negative'][0]:.2f} → {s['negative'][-1]:.2f}. "
+                "A share falling to 0 means the head has collapsed to one class.",
+            ]
+    if has_spr:
+        parts += ["", "![SPR filter](spr_filter.png)"]
+    atomic_write_text(out / "report.md", "\n".join(parts) + "\n")
+    return table

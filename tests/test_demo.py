@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from selfprm.cli import main
+from selfprm.demo import DemoConfig, run_demo
+from selfprm.domains import ArithConfig
+from selfprm.policies.tiny import SFTConfig, TinyLMConfig
+from selfprm.prm import PRMTrainConfig
+
+
+def _tiny_config() -> DemoConfig:
+    return DemoConfig(
+        domain=ArithConfig(min_ops=2, max_ops=3),
+        lm=TinyLMConfig(n_layer=1, n_head=2, n_embd=32, n_positions=96),
+        sft=SFTConfig(steps=40, batch_size=32, warmup=5),
+        n_sft_problems=500,
+        max_new_tokens=40,
+        n_train_problems=12,
+        samples_per_train_problem=2,
+        n_dev_problems=6,
+        samples_per_dev_problem=2,
+        n_test_problems=6,
+        mc_rollouts=2,
+        prm=PRMTrainConfig(epochs=1, batch_size=8),
+    )
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_writes_metrics_report_and_plots_and_resumes(tmp_path, capsys):
+    out = tmp_path / "demo"
+    m = run_demo(_tiny_config(), out, progress=False)
+    assert set(m["label_sources"]) == {"oracle", "outcome", "spr", "mc"}
+    for name, row in m["label_sources"].items():
+        for key in ("step_auroc", "first_error_f1", "bon_accuracy", "policy_tokens_per_step_label"):
+            assert isinstance(row[key], float), (name, key)
+    assert m["label_sources"]["mc"]["policy_tokens_per_step_label"] > 0
+    assert m["label_sources"]["oracle"]["policy_tokens_per_step_label"] == 0
+    assert set(m["baselines"]) == {"majority_vote", "random_pick", "oracle_pick"}
+    assert 0 <= m["policy"]["error_rate"] <= 1
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["label_sources"].keys() == m["label_sources"].keys()
+    assert (out / "report.md").read_text().startswith("# selfprm demo")
+    assert (out / "label_sources.png").stat().st_size > 1000
+    assert "| mc |" in capsys.readouterr().out
+    # a rerun with the same config loads every stage instead of redoing it, and gives the same table
+    before = {p: p.stat().st_mtime_ns for p in (out / "pool").iterdir()} | {
+        p: p.stat().st_mtime_ns for p in (out / "labels").iterdir()}
+    m2 = run_demo(_tiny_config(), out, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert m2["label_sources"] == m["label_sources"]
+
+
+@pytest.mark.slow
+def test_demo_reruns_stages_after_an_interruption(tmp_path):
+    out = tmp_path / "demo"
+    run_demo(_tiny_config(), out, progress=False)
+    # simulate a run killed while labeling mc: its stage mark and file are gone
+    stages = json.loads((out / "stages.json").read_text())
+    del stages["labels/mc"]
+    (out / "stages.json").write_text(json.dumps(stages))
+    oracle_mtime = (out / "labels" / "oracle.jsonl").stat().st_mtime_ns
+    m = run_demo(_tiny_config(), out, progress=False)
+    assert (out / "labels" / "oracle.jsonl").stat().st_mtime_ns == oracle_mtime  # finished work kept
+    assert "mc" in m["label_sources"]
+
+
+def test_cli_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("demo", "eval", "study", "jepa"):
+        assert cmd in out
+
+
+def test_cli_demo_arguments(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    assert "--quick" in out and "--out" in out
