@@ -51,6 +51,8 @@ class DemoConfig:
     bon_n: int = 8
     mc_rollouts: int = 8
     sources: tuple[str, ...] = ("oracle", "outcome", "spr", "mc")
+    # keyword arguments of each label source beyond the defaults (``mc``'s rollouts come from mc_rollouts)
+    source_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     prm: PRMTrainConfig = field(default_factory=lambda: PRMTrainConfig(epochs=3, batch_size=32))
     spr_warmup_steps: int = 0
     aggregation: str = "min"
@@ -168,9 +170,13 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
     train = pool["train"]
     labels_by_source: dict[str, list[StepLabels | None]] = {}
     for name in config.sources:
-        kwargs = {"n_rollouts": config.mc_rollouts, "progress": progress} if name == "mc" else {}
+        kwargs = dict(config.source_kwargs.get(name, {}))
+        if name == "mc":
+            kwargs.setdefault("n_rollouts", config.mc_rollouts)
         src = get_label_source(name, **kwargs)
-        key = _hash([pool_key, name, kwargs.get("n_rollouts")])
+        if hasattr(src, "progress"):
+            src.progress = progress
+        key = _hash([pool_key, name, kwargs])
         path = out / "labels" / f"{name}.jsonl"
         if stages.done(f"labels/{name}", key) and path.exists():
             recs = read_trajectories(path)
