@@ -45,24 +45,27 @@ def test_demo_end_to_end_writes_metrics_report_and_plots_and_resumes(tmp_path, c
     assert "| mc |" in capsys.readouterr().out
     # a rerun with the same config loads every stage instead of redoing it, and gives the same table
     before = {p: p.stat().st_mtime_ns for p in (out / "pool").iterdir()} | {
-        p: p.stat().st_mtime_ns for p in (out / "labels").iterdir()}
+        p: p.stat().st_mtime_ns for p in (out / "labels").glob("*.shards/*")}
     m2 = run_demo(_tiny_config(), out, progress=False)
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert m2["label_sources"] == m["label_sources"]
 
 
 @pytest.mark.slow
-def test_demo_reruns_stages_after_an_interruption(tmp_path):
+def test_demo_resumes_an_interrupted_labeling_job_from_its_shards(tmp_path):
     out = tmp_path / "demo"
-    run_demo(_tiny_config(), out, progress=False)
-    # simulate a run killed while labeling mc: its stage mark and file are gone
-    stages = json.loads((out / "stages.json").read_text())
-    del stages["labels/mc"]
-    (out / "stages.json").write_text(json.dumps(stages))
-    oracle_mtime = (out / "labels" / "oracle.jsonl").stat().st_mtime_ns
-    m = run_demo(_tiny_config(), out, progress=False)
-    assert (out / "labels" / "oracle.jsonl").stat().st_mtime_ns == oracle_mtime  # finished work kept
-    assert "mc" in m["label_sources"]
+    config = _tiny_config()
+    config.label_shard_size = 8  # 24 train trajectories: three shards per source
+    first = run_demo(config, out, progress=False)
+    shards = out / "labels" / "mc.shards"
+    assert sorted(p.name for p in shards.glob("*.json")) == ["shard-00000.json", "shard-00001.json", "shard-00002.json"]
+    # simulate a job killed while writing the last shard: its completion mark never appeared
+    (shards / "shard-00002.json").unlink()
+    kept = {p: p.stat().st_mtime_ns for p in shards.glob("shard-0000[01].*")}
+    again = run_demo(config, out, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # finished shards were not redone
+    assert (shards / "shard-00002.json").exists()
+    assert again["label_sources"]["mc"]["policy_tokens"] == first["label_sources"]["mc"]["policy_tokens"]
 
 
 def test_cli_help_lists_the_commands(capsys):

@@ -25,13 +25,21 @@ import torch
 
 from selfprm.domains.arith import ArithConfig, ArithDomain
 from selfprm.eval.metrics import best_of_n, first_error_f1, solution_scores, step_auroc, tune_threshold
-from selfprm.labels import get_label_source, run_label_source
-from selfprm.policies.base import sample_flat
+from selfprm.labels import get_label_source
+from selfprm.labels.sharded import run_label_source_sharded
+from selfprm.policies.base import reseed, sample_flat
 from selfprm.policies.hf import HFPolicy, HFPolicyConfig
 from selfprm.policies.tiny import SFTConfig, TinyLMConfig, load_or_train_policy_model
 from selfprm.prm.model import PRMConfig, ProcessRewardModel
 from selfprm.prm.train import PRMTrainConfig, TrainHistory, train_prm
-from selfprm.types import StepLabels, Trajectory, atomic_write_text, read_trajectories, write_trajectories
+from selfprm.types import (
+    StepLabels,
+    Trajectory,
+    atomic_write_text,
+    read_trajectories,
+    to_strict_json,
+    write_trajectories,
+)
 
 
 @dataclass
@@ -56,6 +64,7 @@ class DemoConfig:
     prm: PRMTrainConfig = field(default_factory=lambda: PRMTrainConfig(epochs=3, batch_size=32))
     spr_warmup_steps: int = 0
     aggregation: str = "min"
+    label_shard_size: int = 128
 
     @classmethod
     def quick(cls, seed: int = 0) -> "DemoConfig":
@@ -91,7 +100,7 @@ class _Stages:
         atomic_write_text(self.index_path, json.dumps(self.index, indent=2))
 
 
-def _log(progress: bool, msg: str) -> None:
+def _log(msg: str) -> None:
     # stage lines always print; ``progress`` governs the bars only
     print(msg, flush=True)
 
@@ -124,16 +133,16 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
     domain = ArithDomain(config.domain)
 
     # 1. policy ------------------------------------------------------------------------------
-    _log(progress, "[1/5] policy: tiny GPT-2 trained from scratch by SFT on worked solutions")
+    _log("[1/5] policy: tiny GPT-2 trained from scratch by SFT on worked solutions")
     sft = replace(config.sft, seed=config.seed)
     model, tok, sft_losses = load_or_train_policy_model(
         domain, out / "policy", config.n_sft_problems, config.lm, sft, progress=progress
     )
     policy = HFPolicy(model, tok, domain, HFPolicyConfig(
-        temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=config.seed))
+        temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=config.seed, progress=progress))
 
     # 2. pool ----------------------------------------------------------------------------------
-    _log(progress, "[2/5] sampling the trajectory pool (train / dev / test)")
+    _log("[2/5] sampling the trajectory pool (train / dev / test)")
     pool_key = _hash([asdict(config.domain), asdict(config.lm), asdict(sft), config.n_sft_problems, config.temperature,
                       config.max_new_tokens, config.n_train_problems, config.samples_per_train_problem,
                       config.n_dev_problems, config.samples_per_dev_problem, config.n_test_problems, config.bon_n,
@@ -145,30 +154,27 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
         "test": (config.n_test_problems, config.bon_n, 3),
     }
     pool: dict[str, list[Trajectory]] = {}
-    sample_seconds = 0.0
     for split, (n_prob, n_samp, offset) in splits.items():
         path = pool_dir / f"{split}.jsonl"
         if stages.done(f"pool/{split}", pool_key) and path.exists():
             pool[split] = [t for t, _ in read_trajectories(path)]
             continue
-        t0 = time.perf_counter()
         problems = domain.sample_problems(n_prob, seed=config.seed * 100 + offset, prefix=split)
-        policy.config.seed = config.seed * 100 + offset  # each split's samples are repeatable on their own
+        reseed(policy, config.seed * 100 + offset)  # each split's samples are repeatable on their own
         pool[split] = sample_flat(policy, problems, n_samp)
-        sample_seconds += time.perf_counter() - t0
         write_trajectories(path, pool[split])
         stages.mark(f"pool/{split}", pool_key)
-    policy.config.seed = config.seed
     stats = _policy_stats(pool["test"])
     stats.update(temperature=config.temperature, sft_final_loss=float(np.mean(sft_losses[-20:])) if sft_losses else math.nan)
-    _log(progress, f"      policy errs on {stats['error_rate']:.1%} of test solutions at T={config.temperature} "
+    _log(f"      policy errs on {stats['error_rate']:.1%} of test solutions at T={config.temperature} "
                    f"({stats['step_error_rate']:.1%} of steps)")
 
     # 3. labels --------------------------------------------------------------------------------
-    _log(progress, "[3/5] step labels from each source")
+    _log("[3/5] step labels from each source")
     label_results: dict[str, dict[str, Any]] = {}
     train = pool["train"]
     labels_by_source: dict[str, list[StepLabels | None]] = {}
+    label_keys: dict[str, str] = {}
     for name in config.sources:
         kwargs = dict(config.source_kwargs.get(name, {}))
         if name == "mc":
@@ -176,44 +182,34 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
         src = get_label_source(name, **kwargs)
         if hasattr(src, "progress"):
             src.progress = progress
-        key = _hash([pool_key, name, kwargs])
-        path = out / "labels" / f"{name}.jsonl"
-        if stages.done(f"labels/{name}", key) and path.exists():
-            recs = read_trajectories(path)
-            labs = [l for _, l in recs]
-            meta = json.loads((out / "labels" / f"{name}.meta.json").read_text())
-        else:
-            res = run_label_source(src, train, policy)
-            labs = res.labels
-            kept = [(t, l) for t, l in zip(train, labs) if l is not None]
-            write_trajectories(path, [t for t, _ in kept], [l for _, l in kept])
-            # dropped trajectories are stored as a count, so the file stays valid stepwise supervision
-            meta = {"seconds": res.seconds, "policy_tokens": res.policy_tokens, "rollouts": res.rollouts,
-                    "labeled_steps": res.labeled_steps, "dropped": sum(l is None for l in labs),
-                    "dropped_indices": [i for i, l in enumerate(labs) if l is None],
-                    "prm_loss": res.prm_loss}
-            atomic_write_text(out / "labels" / f"{name}.meta.json", json.dumps(meta))
-            stages.mark(f"labels/{name}", key)
-        if len(labs) != len(train):  # read back: put the dropped ones back in their places
-            kept_iter, dropped = iter(labs), set(meta["dropped_indices"])
-            labs = [None if i in dropped else next(kept_iter) for i in range(len(train))]
+        label_keys[name] = _hash([pool_key, name, kwargs])
+        # sharded: an interrupted labeling job resumes from its finished shards
+        res = run_label_source_sharded(src, train, policy, out / "labels" / f"{name}.shards",
+                                       shard_size=config.label_shard_size, key=label_keys[name],
+                                       seed=config.seed)
+        labs = res.labels
+        kept = [(t, l) for t, l in zip(train, labs) if l is not None]
+        # the export holds only labelled trajectories, so it stays valid stepwise supervision
+        write_trajectories(out / "labels" / f"{name}.jsonl", [t for t, _ in kept], [l for _, l in kept])
+        meta = {"seconds": res.seconds, "policy_tokens": res.policy_tokens, "rollouts": res.rollouts,
+                "labeled_steps": res.labeled_steps, "dropped": sum(l is None for l in labs), "prm_loss": res.prm_loss}
         labels_by_source[name] = labs
         label_results[name] = meta
         flat = [(v, o) for l, t in zip(labs, train) if l is not None for v, o in zip(l.values, t.oracle_labels)]
         agree = sum((v >= 0.5) == o for v, o in flat) / max(1, len(flat))
         meta["label_accuracy_vs_oracle"] = agree
-        _log(progress, f"      {name:8s} {meta['labeled_steps']} steps, {meta['policy_tokens']} policy tokens, "
+        _log(f"      {name:8s} {meta['labeled_steps']} steps, {meta['policy_tokens']} policy tokens, "
                        f"{agree:.1%} agree with the oracle")
 
     # 4. PRMs ----------------------------------------------------------------------------------
-    _log(progress, "[4/5] a PRM per source (backbone initialised from the policy)")
+    _log("[4/5] a PRM per source (backbone initialised from the policy)")
     prms: dict[str, ProcessRewardModel] = {}
     histories: dict[str, dict[str, Any]] = {}
     for name in config.sources:
         loss = label_results[name]["prm_loss"]
         tcfg = replace(config.prm, loss=loss, seed=config.seed,
                        spr_warmup_steps=config.spr_warmup_steps if loss == "spr" else 0)
-        key = _hash([label_results[name].get("policy_tokens"), pool_key, name, asdict(tcfg), config.mc_rollouts])
+        key = _hash([label_keys[name], asdict(tcfg)])
         pdir = out / "prm" / name
         if stages.done(f"prm/{name}", key) and (pdir / "prm_config.json").exists():
             prms[name] = ProcessRewardModel.from_pretrained(pdir)
@@ -235,7 +231,7 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
         histories[name] = asdict(hist)
 
     # 5. evaluation ----------------------------------------------------------------------------
-    _log(progress, "[5/5] evaluation on held-out problems")
+    _log("[5/5] evaluation on held-out problems")
     dev, test = pool["dev"], pool["test"]
     rows: dict[str, dict[str, Any]] = {}
     baselines = None
@@ -289,7 +285,8 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
         "seed": config.seed,
         "seconds": time.perf_counter() - t_start,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    # an undefined metric (e.g. F1 with no error-free test solution) is written as null, not NaN
+    atomic_write_text(out / "metrics.json", json.dumps(to_strict_json(metrics), indent=2))
     from selfprm.report.demo_report import write_demo_report
 
     table = write_demo_report(metrics, out)

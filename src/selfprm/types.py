@@ -262,6 +262,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def to_strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN/inf float replaced by None, so any JSON parser reads the result."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: to_strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_strict_json(v) for v in obj]
+    return obj
+
+
 def write_trajectories(
     path: str | os.PathLike,
     trajectories: Iterable[Trajectory],

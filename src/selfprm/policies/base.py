@@ -35,6 +35,14 @@ class Policy(Protocol):
         ...
 
 
+def reseed(policy: Policy, seed: int) -> None:
+    """Reseed a policy that supports it (``reseed(seed)``), so a slice of work is repeatable on its
+    own: a resumed job then redoes an unfinished shard exactly as an uninterrupted one would."""
+    fn = getattr(policy, "reseed", None)
+    if fn is not None:
+        fn(seed)
+
+
 def sample_flat(policy: Policy, problems: Sequence[Problem], n: int) -> list[Trajectory]:
     """All ``n`` samples of every problem in one list, problem by problem."""
     return [t for group in policy.sample(problems, n) for t in group]

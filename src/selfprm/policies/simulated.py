@@ -34,6 +34,10 @@ class SimulatedPolicy:
         self.config = config or SimulatedPolicyConfig()
         self._rng = np.random.default_rng(self.config.seed)
 
+    def reseed(self, seed: int) -> None:
+        """Restart sampling from ``seed``: what follows is repeatable on its own."""
+        self._rng = np.random.default_rng(seed)
+
     def sample(self, problems: Sequence[Problem], n: int) -> list[list[Trajectory]]:
         return self.continue_from([Prefix(p, []) for p in problems], n)
 
