@@ -7,6 +7,7 @@ from selfprm.demo import DemoConfig, run_demo
 from selfprm.domains import ArithConfig
 from selfprm.policies.tiny import SFTConfig, TinyLMConfig
 from selfprm.prm import PRMTrainConfig
+from selfprm.types import to_strict_json
 
 
 def _tiny_config() -> DemoConfig:
@@ -23,6 +24,9 @@ def _tiny_config() -> DemoConfig:
         n_test_problems=6,
         mc_rollouts=2,
         prm=PRMTrainConfig(epochs=1, batch_size=8),
+        source_kwargs={"omega": {"n_rollouts": 2}, "mcts": {"n_simulations": 2}, "tree": {"m_trees": 2, "l_rounds": 1},
+                       "implicit": {"train_steps": 5},
+                       "consensus": {"primary_kwargs": {"n_rollouts": 2, "soft": False}, "second_kwargs": {"n_rollouts": 2}}},
     )
 
 
@@ -30,7 +34,9 @@ def _tiny_config() -> DemoConfig:
 def test_demo_end_to_end_writes_metrics_report_and_plots_and_resumes(tmp_path, capsys):
     out = tmp_path / "demo"
     m = run_demo(_tiny_config(), out, progress=False)
-    assert set(m["label_sources"]) == {"oracle", "outcome", "spr", "mc"}
+    assert set(m["label_sources"]) == set(DemoConfig().sources)
+    assert {"oracle", "outcome", "spr", "mc", "omega", "mcts", "tree", "implicit", "consensus"} <= set(m["label_sources"])
+    assert DemoConfig.quick().sources == ("oracle", "outcome", "spr", "mc")
     for name, row in m["label_sources"].items():
         for key in ("step_auroc", "first_error_f1", "bon_accuracy", "policy_tokens_per_step_label"):
             assert isinstance(row[key], float), (name, key)
@@ -48,7 +54,7 @@ def test_demo_end_to_end_writes_metrics_report_and_plots_and_resumes(tmp_path, c
         p: p.stat().st_mtime_ns for p in (out / "labels").glob("*.shards/*")}
     m2 = run_demo(_tiny_config(), out, progress=False)
     assert {p: p.stat().st_mtime_ns for p in before} == before
-    assert m2["label_sources"] == m["label_sources"]
+    assert to_strict_json(m2["label_sources"]) == to_strict_json(m["label_sources"])  # NaN-safe equality
 
 
 @pytest.mark.slow

@@ -47,20 +47,27 @@ class DemoConfig:
     seed: int = 0
     domain: ArithConfig = field(default_factory=ArithConfig)
     lm: TinyLMConfig = field(default_factory=TinyLMConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=2000))
     n_sft_problems: int = 20000
     temperature: float = 0.7
     max_new_tokens: int = 96
-    n_train_problems: int = 400
+    n_train_problems: int = 250
     samples_per_train_problem: int = 4
     n_dev_problems: int = 100
     samples_per_dev_problem: int = 4
     n_test_problems: int = 150
     bon_n: int = 8
-    mc_rollouts: int = 8
-    sources: tuple[str, ...] = ("oracle", "outcome", "spr", "mc")
+    mc_rollouts: int = 4
+    sources: tuple[str, ...] = ("oracle", "outcome", "spr", "mc", "omega", "mcts", "tree", "implicit", "consensus")
     # keyword arguments of each label source beyond the defaults (``mc``'s rollouts come from mc_rollouts)
-    source_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source_kwargs: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        "omega": {"n_rollouts": 4},
+        "mcts": {"n_simulations": 4},
+        "tree": {"m_trees": 4, "l_rounds": 2},
+        "implicit": {"train_steps": 200},
+        # agreement of hard MC and the binary search on the first error (Qwen's consensus filter)
+        "consensus": {"primary_kwargs": {"n_rollouts": 4, "soft": False}, "second_kwargs": {"n_rollouts": 4}},
+    })
     prm: PRMTrainConfig = field(default_factory=lambda: PRMTrainConfig(epochs=3, batch_size=32))
     spr_warmup_steps: int = 0
     aggregation: str = "min"
@@ -68,15 +75,18 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, seed: int = 0) -> "DemoConfig":
+        # The policy needs ~1500 SFT steps to learn the mod-10 tables (below that its steps are
+        # nearly all wrong), so quick saves on everything else: fewer problems and rollouts.
         return cls(
             seed=seed,
-            sft=SFTConfig(steps=500),
+            sft=SFTConfig(steps=1500),
             n_sft_problems=8000,
-            n_train_problems=150,
-            n_dev_problems=50,
-            n_test_problems=60,
+            n_train_problems=60,
+            n_dev_problems=40,
+            n_test_problems=50,
+            sources=("oracle", "outcome", "spr", "mc"),
             mc_rollouts=4,
-            prm=PRMTrainConfig(epochs=2, batch_size=32),
+            prm=PRMTrainConfig(epochs=3, batch_size=32),
         )
 
 
