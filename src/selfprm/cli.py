@@ -4,6 +4,7 @@
     selfprm eval processbench --prm PATH        ProcessBench first-error F1 of a saved PRM
     selfprm study real [--quick] [--out DIR]    PRMs on real text from self-supervised sources
     selfprm label-efficiency [--quick]          label quality against policy tokens, per source
+    selfprm rl [--quick] [--out DIR]            GRPO with step rewards; best-of-N and beam search
     selfprm jepa [--quick] [--out DIR]          UI-JEPA: intent from unlabeled UI streams
 
 Subcommands import their module only when chosen, so ``selfprm demo`` never pays for the rest.
@@ -22,6 +23,7 @@ _COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("eval", "processbench"): ("selfprm.eval.processbench_cli", "ProcessBench first-error F1 of a saved PRM"),
     ("study", "real"): ("selfprm.studies.real", "train PRMs per label source on real text, evaluate on ProcessBench"),
     ("label-efficiency",): ("selfprm.label_efficiency_cli", "label quality per policy token, every source, one shared pool"),
+    ("rl",): ("selfprm.rl_cli", "GRPO variants with dense step rewards, and PRM-guided search, on the tiny policy"),
     ("jepa",): ("selfprm.jepa.cli", "UI-JEPA: intent from unlabeled UI streams, against scratch and MAE"),
 }
 

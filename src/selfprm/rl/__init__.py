@@ -1,0 +1,26 @@
+"""Policy optimisation with dense step rewards: one GRPO core, one file per method.
+
+========== ========================================================================
+outcome    GRPO on the final outcome only (the baseline)
+prm        GRPO + a PRM's step rewards added to the tokens of each step
+tree_grpo  Tree-GRPO: tree rollouts, intra + inter-tree advantages (arXiv 2509.21240)
+r3         reverse curriculum from demonstration prefixes (arXiv 2402.05808)
+srl        Supervised RL: step similarity to the expert (arXiv 2510.25992)
+toolpo     ToolPO's tool-call credit on the ``tools`` domain (arXiv 2510.21618)
+========== ========================================================================
+"""
+from selfprm.rl.grpo import GRPOConfig, GRPOTrainer, TrainResult, evaluate_accuracy, group_normalise, grpo_loss
+from selfprm.rl.outcome import OutcomeConfig, OutcomeMethod
+from selfprm.rl.prm import PRMRewardConfig, PRMRewardMethod
+from selfprm.rl.r3 import R3Config, R3Method
+from selfprm.rl.rollout import Rollout, sample_rollouts, token_segments
+from selfprm.rl.srl import SRLConfig, SRLMethod
+from selfprm.rl.toolpo import ToolPOConfig, ToolPOMethod
+from selfprm.rl.tree_grpo import TreeGRPOConfig, TreeGRPOMethod
+
+METHODS = ("outcome", "prm", "tree_grpo", "r3", "srl", "toolpo")
+
+__all__ = ["GRPOConfig", "GRPOTrainer", "TrainResult", "evaluate_accuracy", "group_normalise", "grpo_loss",
+           "OutcomeConfig", "OutcomeMethod", "PRMRewardConfig", "PRMRewardMethod", "R3Config", "R3Method",
+           "Rollout", "sample_rollouts", "token_segments", "SRLConfig", "SRLMethod", "ToolPOConfig", "ToolPOMethod",
+           "TreeGRPOConfig", "TreeGRPOMethod", "METHODS"]

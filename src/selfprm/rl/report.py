@@ -1,0 +1,83 @@
+"""The learning-curve plot and the markdown table of ``selfprm rl``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def plot_learning_curves(metrics: dict[str, Any], path) -> None:
+    """Held-out accuracy against sampled solutions, mean over seeds with a ±1 std band; one panel per domain."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = metrics["methods"]
+    doms = sorted({m["domain"] for m in methods.values()})
+    fig, axes = plt.subplots(1, len(doms), figsize=(6 * len(doms), 4), squeeze=False)
+    for ax, d in zip(axes[0], doms):
+        for name, m in methods.items():
+            if m["domain"] != d:
+                continue
+            xs = [p[0] for p in m["accuracy"]]
+            ys = [p[1] for p in m["accuracy"]]
+            sd = m.get("accuracy_std") or [0.0] * len(ys)
+            ax.plot(xs, ys, marker="o", ms=3, label=f"{name} (n={m['seeds']})")
+            ax.fill_between(xs, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)], alpha=0.15)
+        init = metrics.get("initial_accuracy_by_domain", {}).get(d)
+        if init is not None:
+            ax.axhline(init, color="grey", ls=":", lw=1, label="SFT start")
+        ax.set_title(f"GRPO variants on {d}")
+        ax.set_xlabel("sampled solutions")
+        ax.set_ylabel("held-out accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown_table(metrics: dict[str, Any]) -> str:
+    """One row per method: final accuracy (mean ± std over seeds) and its gain over the baseline of its domain."""
+    methods = metrics["methods"]
+    base = {"arith": methods.get("outcome"), "tools": methods.get("outcome_tools")}
+    init = metrics.get("initial_accuracy_by_domain", {})
+    lines = ["| method | domain | seeds | samples | SFT start | final accuracy | vs outcome-only GRPO |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in methods.items():
+        b = base.get(m["domain"])
+        if b is None or b is m:
+            vs = "baseline" if b is m else "—"
+        else:
+            diff = m["final_accuracy"] - b["final_accuracy"]
+            # "beats" only when the gap is larger than the seeds' spread of both
+            noise = max(m.get("final_accuracy_std", 0.0), b.get("final_accuracy_std", 0.0))
+            if min(m["seeds"], b["seeds"]) < 2:
+                verdict = "one seed: no verdict"
+            else:
+                verdict = "better" if diff > noise else ("worse" if diff < -noise else "tie")
+            vs = f"{diff:+.3f} ({verdict})"
+        lines.append(f"| {name} | {m['domain']} | {m['seeds']} | {m['samples']} | {init.get(m['domain'], float('nan')):.3f} | "
+                     f"{m['final_accuracy']:.3f} ± {m.get('final_accuracy_std', 0.0):.3f} | {vs} |")
+    s = metrics.get("search")
+    if s:
+        lines += ["", f"Search on {s['problems']} problems (T={s.get('temperature')}, aggregation {s['aggregation']}):", "",
+                  "| method | setting | policy tokens / problem | accuracy |", "|---|---|---|---|"]
+        for key in ("majority_vote", "best_of_n", "weighted_majority"):
+            for tok, acc, n in s.get(key, []):
+                lines.append(f"| {key} | N={n} | {tok:.0f} | {acc:.3f} |")
+        from selfprm.search.curves import at_equal_tokens
+
+        for tok, acc, c in s.get("beam", []):
+            lines.append(f"| beam | {c['beam_width']}x{c['expansions_per_beam']} lookahead {c['lookahead']} | {tok:.0f} | {acc:.3f} |")
+        rows = []
+        for tok, acc, c in s.get("beam", []):
+            mv, bon, wm = (at_equal_tokens(s, k, tok) for k in ("majority_vote", "best_of_n", "weighted_majority"))
+            fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
+            rows.append(f"| {c['beam_width']}x{c['expansions_per_beam']}+{c['lookahead']} | {tok:.0f} | {acc:.3f} | "
+                        f"{fmt(mv)} | {fmt(bon)} | {fmt(wm)} |")
+        if rows:
+            lines += ["", "Beam search beside the sampling methods at the same tokens (interpolated in log tokens):", "",
+                      "| beam | tokens | beam acc. | majority vote | best-of-N | weighted majority |",
+                      "|---|---|---|---|---|---|"] + rows
+    return "\n".join(lines) + "\n"
