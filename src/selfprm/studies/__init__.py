@@ -1,0 +1,1 @@
+"""Studies on real data (``selfprm study real``)."""

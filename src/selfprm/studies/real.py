@@ -1,0 +1,354 @@
+"""``selfprm study real``: PRMs trained from each label source on real reasoning text, scored on
+ProcessBench (Zheng et al., arXiv 2412.06559) and by best-of-4 on GSM8K.
+
+Every source trains the same PRM — MiniLM with a `` [SEP]`` marker at each step end, every step
+of a solution scored in one pass over the problem and the whole solution — and is measured the
+same way. None of the self-supervised sources reads a human step label:
+
+* ``outcome`` — GSM8K's example model solutions, the answer's correctness on every step (BCE);
+* ``spr`` — the same pseudo-labels with MetaStone-S1's filtered SPR loss (arXiv 2507.01951);
+* ``perturbation`` — verified GSM8K *train* reference solutions with one computation corrupted
+  (:mod:`selfprm.labels.perturbation`), plus the clean solutions;
+* ``human`` (the reference) — ProcessBench's own first-error labels.
+
+Leakage rules (no problem is in both the training and the evaluation data of one comparison):
+
+* every ProcessBench split is cut **by problem** into an evaluation part (``eval_fraction``) and
+  a training part; the human-label PRM trains on the training parts only, every PRM is evaluated
+  on the evaluation parts only;
+* ProcessBench's gsm8k split holds GSM8K test problems: GSM8K example solutions of those problems
+  are never trained on; a further set of GSM8K test problems is held out for best-of-4.
+
+The threshold is ProcessBench's: tuned on the gsm8k split (its evaluation part) and reused on the
+others. Each source's scores are written as soon as it finishes (atomically), so a stopped run
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from selfprm.types import StepLabels, Trajectory, atomic_write_text
+
+SOURCES = ("human", "outcome", "spr", "perturbation")
+
+# Published ProcessBench average F1 of 7B PRMs (ProcessBench paper, arXiv 2412.06559, Table 3);
+# shown in the table, marked as published, never in the measured JSON.
+PUBLISHED_7B = {"Math-Shepherd-PRM-7B": 31.5, "Qwen2.5-Math-7B-PRM800K": 56.5, "Qwen2.5-Math-PRM-7B": 73.5}
+
+
+@dataclass
+class RealStudyConfig:
+    seed: int = 0
+    sources: tuple[str, ...] = SOURCES
+    eval_fraction: float = 0.5  # share of each ProcessBench split's problems kept for evaluation
+    # cap on evaluated samples per split: the gsm8k evaluation part (~200) is used whole, the
+    # others are sampled, to keep a full run within about an hour on 2 CPU cores
+    eval_per_split: int | None = 250
+    train_examples: int = 600  # per source, sampled from what the source labelled
+    epochs: int = 2
+    batch_size: int = 16
+    lr: float = 1e-4
+    head_lr: float = 1e-3
+    freeze_layers: int = 3  # of MiniLM's 6: embeddings and the lower half stay as pretrained
+    max_length_train: int = 320  # tokens; left-truncated (the problem's start goes first)
+    max_length_eval: int = 512
+    spr_warmup_fraction: float = 0.3  # SPR: share of steps of class-balanced BCE before the filter
+    perturb_variants: int = 2  # corrupted copies per reference solution (+ the clean one)
+    bo4_problems: int = 200  # GSM8K test problems held out for best-of-4
+    score_batch_size: int = 16
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> "RealStudyConfig":
+        return cls(seed=seed, eval_per_split=40, train_examples=160, epochs=1, bo4_problems=40,
+                   max_length_train=256)
+
+    def key(self, source: str) -> str:
+        """What a finished source's file must match to be reused on resume."""
+        blob = json.dumps({**asdict(self), "sources": None, "source": source}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class StudyData:
+    eval_sets: dict[str, list[Trajectory]]  # ProcessBench evaluation parts
+    human_train: list[Trajectory]  # ProcessBench training parts (all splits)
+    outcome_train: list[Trajectory]  # GSM8K example solutions, problems outside ProcessBench & bo4
+    references: list[Trajectory]  # verified GSM8K train reference solutions
+    bo4_groups: list[list[Trajectory]]  # four example solutions per held-out problem
+    counts: dict = field(default_factory=dict)
+
+
+def prepare_data(c: RealStudyConfig, progress: bool = True) -> StudyData:
+    from selfprm.data import (
+        exclude_problems,
+        key_of,
+        load_gsm8k,
+        load_gsm8k_example_solutions,
+        load_processbench_all,
+        reference_trajectory,
+        split_by_problem,
+        verify_reference,
+    )
+
+    rng = np.random.default_rng(c.seed)
+    pb = load_processbench_all()
+    eval_sets, human_train = {}, []
+    for name, trajs in pb.items():
+        held, rest = split_by_problem(trajs, c.eval_fraction, seed=c.seed)
+        if c.eval_per_split is not None and len(held) > c.eval_per_split:
+            held = [held[i] for i in sorted(rng.choice(len(held), c.eval_per_split, replace=False))]
+        eval_sets[name] = held
+        human_train.extend(rest)
+    pb_keys = {key_of(t) for trajs in pb.values() for t in trajs}
+
+    examples = exclude_problems(load_gsm8k_example_solutions(), pb_keys)
+    groups: dict[str, list[Trajectory]] = {}
+    for t in examples:
+        groups.setdefault(key_of(t), []).append(t)
+    keys = sorted(groups)
+    rng.shuffle(keys)
+    bo4_keys = keys[: c.bo4_problems]
+    bo4_groups = [groups[k] for k in bo4_keys]
+    outcome_train = [t for k in keys[c.bo4_problems:] for t in groups[k]]
+
+    # Reference solutions to perturb: GSM8K *train* problems (ProcessBench uses test problems;
+    # excluded by key anyway), only those whose every calculation and answer check. Only as many
+    # as the source can use are verified: verification runs math-verify per solution.
+    problems = load_gsm8k("train")
+    order = rng.permutation(len(problems))
+    need = max(1, math.ceil(c.train_examples / (1 + c.perturb_variants)) * 2)
+    refs: list[Trajectory] = []
+    for i in order:
+        p = problems[int(i)]
+        if p.meta["problem_key"] in pb_keys:
+            continue
+        r = reference_trajectory(p)
+        if verify_reference(r):
+            refs.append(r)
+        if len(refs) >= need:
+            break
+    counts = {"eval": {k: len(v) for k, v in eval_sets.items()}, "human_train_pool": len(human_train),
+              "outcome_train_pool": len(outcome_train), "references_verified": len(refs),
+              "bo4_problems": len(bo4_groups)}
+    return StudyData(eval_sets, human_train, outcome_train, refs, bo4_groups, counts)
+
+
+def human_labels(t: Trajectory) -> StepLabels:
+    """ProcessBench's label as step targets: 1 before the first error, 0 at it, weight 0 after
+    (people marked only the first error)."""
+    n, k = len(t.steps), t.first_error
+    if k == -1:
+        return StepLabels([1.0] * n, source="human")
+    return StepLabels([1.0] * k + [0.0] * (n - k), source="human", weights=[1.0] * (k + 1) + [0.0] * (n - k - 1))
+
+
+def source_data(name: str, data: StudyData, c: RealStudyConfig) -> tuple[list[tuple[Trajectory, StepLabels]], str]:
+    """(trajectory, labels) pairs of one source, capped at ``train_examples``, and its PRM loss."""
+    from selfprm.labels import run_label_source
+    from selfprm.labels.perturbation import PerturbationConfig, perturb_solutions
+
+    rng = np.random.default_rng(c.seed + 1)
+    if name == "human":
+        pairs, loss = [(t, human_labels(t)) for t in data.human_train], "bce"
+    elif name in ("outcome", "spr"):
+        res = run_label_source(name, data.outcome_train)
+        pairs, loss = [(t, l) for t, l in zip(data.outcome_train, res.labels) if l is not None], res.prm_loss
+    elif name == "perturbation":
+        trajs = perturb_solutions(data.references, PerturbationConfig(variants=c.perturb_variants, seed=c.seed))
+        res = run_label_source("perturbation", trajs)
+        pairs, loss = list(zip(trajs, res.labels)), res.prm_loss
+    else:
+        raise ValueError(f"unknown source {name!r}; choose from {SOURCES}")
+    if len(pairs) > c.train_examples:
+        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), c.train_examples, replace=False))]
+    return pairs, loss
+
+
+# ----------------------------------------------------------------------------- one source
+
+
+def _clean(x):
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    return x
+
+
+def run_source(name: str, data: StudyData, c: RealStudyConfig, out: Path, progress: bool = True) -> dict:
+    """Train one PRM, score the evaluation sets and best-of-4 solutions; cached in ``out/sources``."""
+    import torch
+
+    from selfprm.eval.processbench import score_trajectories_sorted
+    from selfprm.prm.backbones import minilm_prm
+    from selfprm.prm.train import PRMTrainConfig, train_prm
+
+    cache = out / "sources" / f"{name}.json"
+    if cache.exists():
+        got = json.loads(cache.read_text())
+        if got.get("key") == c.key(name):
+            return got
+    pairs, loss = source_data(name, data, c)
+    prm = minilm_prm(max_length=c.max_length_train, freeze_layers=c.freeze_layers, seed=c.seed)
+    steps = math.ceil(len(pairs) / c.batch_size) * c.epochs
+    tc = PRMTrainConfig(loss=loss, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, head_lr=c.head_lr, seed=c.seed,
+                        spr_warmup_steps=int(c.spr_warmup_fraction * steps) if loss == "spr" else 0)
+    torch.manual_seed(c.seed)  # dropout
+    hist = train_prm(prm, pairs, tc, progress=progress, desc=name)
+    prm.config.max_length = c.max_length_eval  # score with the whole 512-token window
+    t0 = time.perf_counter()
+    scores = {s: score_trajectories_sorted(prm, trajs, c.score_batch_size, progress, f"{name}/{s}")
+              for s, trajs in data.eval_sets.items()}
+    flat = [t for g in data.bo4_groups for t in g]
+    bo4 = score_trajectories_sorted(prm, flat, c.score_batch_size, progress, f"{name}/bo4")
+    rec = {"key": c.key(name), "source": name, "loss": loss, "train_examples": hist.examples,
+           "train_seconds": hist.seconds, "score_seconds": time.perf_counter() - t0,
+           "final_loss": float(np.mean(hist.loss[-10:])) if hist.loss else None,
+           # share of the *weighted* step labels that say "correct" (weight-0 steps claim nothing)
+           "label_share_correct": float(np.mean([v >= 0.5 for _, l in pairs
+                                                 for v, w in zip(l.values, l.weights or [1.0] * len(l.values)) if w > 0])),
+           "scores": {s: _clean(v) for s, v in scores.items()}, "bo4_scores": _clean(bo4)}
+    atomic_write_text(cache, json.dumps(rec))
+    return rec
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+def _nan(rows):
+    return [[math.nan if v is None else v for v in r] for r in rows]
+
+
+def run_study(c: RealStudyConfig, out: str | Path, progress: bool = True) -> dict:
+    from selfprm.eval.metrics import best_of_n, solution_scores
+    from selfprm.eval.processbench import evaluate_processbench
+
+    out = Path(out)
+    t_start = time.perf_counter()
+    data = prepare_data(c, progress)
+    labels = {s: [t.first_error for t in trajs] for s, trajs in data.eval_sets.items()}
+    result: dict = {"config": asdict(c), "data": data.counts, "sources": {}}
+    bo4_base = None
+    for name in c.sources:
+        rec = run_source(name, data, c, out, progress)
+        pb = evaluate_processbench({s: _nan(v) for s, v in rec["scores"].items()}, labels)
+        # best-of-4: per problem (final answer, correct?, min step score), PRM pick vs the rest
+        sol = solution_scores(_nan(rec["bo4_scores"]), "min")
+        it = iter(sol)
+        groups = [[(t.final_answer, bool(t.outcome), next(it)) for t in g] for g in data.bo4_groups]
+        bo = best_of_n(groups, 4, seed=c.seed)
+        bo4_base = bo
+        result["sources"][name] = {
+            "f1": pb.to_dict()["f1"],
+            "train_examples": rec["train_examples"],
+            "train_seconds": rec["train_seconds"],
+            "score_seconds": rec["score_seconds"],
+            "threshold": pb.threshold,
+            "accuracy": {s: {"error": r.error_accuracy, "correct": r.correct_accuracy} for s, r in pb.splits.items()},
+            "best_of_4": bo.prm,
+            "label_share_correct": rec["label_share_correct"],
+        }
+    if bo4_base is not None:
+        result["best_of_4"] = {"majority_vote": bo4_base.majority_vote, "random_pick": bo4_base.random_pick,
+                               "oracle_pick": bo4_base.oracle_pick, "problems": bo4_base.problems}
+    result["total_seconds"] = time.perf_counter() - t_start
+    table = format_table(result)
+    atomic_write_text(out / "real_metrics.json", json.dumps(result, indent=2))
+    atomic_write_text(out / "real_metrics.md", table + "\n")
+    plot(result, out / "real_f1.png")
+    print(table)
+    return result
+
+
+def format_table(result: dict) -> str:
+    splits = list(next(iter(result["sources"].values()))["f1"].keys()) if result["sources"] else []
+    splits = [s for s in splits if s != "average"]
+    head = "| PRM | " + " | ".join(splits) + " | average F1 | best-of-4 | train ex. | train s |"
+    lines = [head, "|" + "---|" * (len(splits) + 5)]
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    for name, r in result["sources"].items():
+        lines.append(f"| {name} (MiniLM-22M) | " + " | ".join(pct(r["f1"][s]) for s in splits)
+                     + f" | **{pct(r['f1']['average'])}** | {pct(r['best_of_4'])} | {r['train_examples']} | {r['train_seconds']:.0f} |")
+    for name, avg in PUBLISHED_7B.items():
+        lines.append(f"| {name} *(published, 7B)* | " + " | ".join("" for _ in splits) + f" | {avg:.1f} | | | |")
+    b = result.get("best_of_4")
+    if b:
+        lines.append("")
+        lines.append(f"Best-of-4 on {b['problems']} held-out GSM8K test problems (accuracy %): "
+                     f"majority vote {pct(b['majority_vote'])}, random pick {pct(b['random_pick'])}, "
+                     f"any-correct (oracle) {pct(b['oracle_pick'])}; each PRM's pick in the table.")
+    ev = result["data"]["eval"]
+    lines.append(f"ProcessBench F1 (%) on the evaluation part of each split (by problem): "
+                 + ", ".join(f"{k} {v}" for k, v in ev.items())
+                 + "; threshold tuned on gsm8k and reused.")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["sources"])
+    if not names:
+        return
+    keys = list(result["sources"][names[0]]["f1"].keys())
+    fig, ax = plt.subplots(figsize=(8, 4))
+    w = 0.8 / max(1, len(names))
+    for i, n in enumerate(names):
+        vals = [100 * (result["sources"][n]["f1"][k] or 0.0) for k in keys]
+        ax.bar(np.arange(len(keys)) + i * w, vals, w, label=n)
+    for name, avg in PUBLISHED_7B.items():
+        ax.axhline(avg, ls=":", lw=1, color="gray")
+        ax.text(len(keys) - 0.5, avg, f"{name} (published 7B)", fontsize=6, va="bottom", ha="right")
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - w / 2, keys)
+    ax.set_ylabel("ProcessBench F1 (%)")
+    ax.set_title("PRMs on MiniLM by label source")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/real", help="folder for real_metrics.json/.md/.png")
+    parser.add_argument("--quick", action="store_true", help="a subset that runs in minutes on 2 CPU cores")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES)
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> dict:
+    c = RealStudyConfig.quick(args.seed) if args.quick else RealStudyConfig(seed=args.seed)
+    c = replace(c, sources=tuple(getattr(args, "sources", SOURCES)))
+    return run_study(c, args.out, progress=not getattr(args, "no_progress", False))
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="selfprm study real", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

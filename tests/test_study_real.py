@@ -1,0 +1,65 @@
+"""``selfprm study real`` on a tiny subset: the data it trains on never meets what it evaluates."""
+
+import argparse
+import json
+
+import pytest
+
+from selfprm.data import key_of
+from selfprm.studies import real
+from selfprm.studies.real import RealStudyConfig, human_labels, prepare_data, run_study
+
+
+def tiny_config(**kw):
+    return RealStudyConfig(eval_per_split=6, train_examples=16, epochs=1, bo4_problems=4, max_length_train=96,
+                           max_length_eval=192, perturb_variants=1, batch_size=8, **kw)
+
+
+def test_no_problem_in_both_training_and_evaluation():
+    data = prepare_data(tiny_config())
+    eval_keys = {key_of(t) for ts in data.eval_sets.values() for t in ts}
+    assert {k: len(v) for k, v in data.eval_sets.items()} == {s: 6 for s in ("gsm8k", "math", "olympiadbench", "omnimath")}
+    assert not eval_keys & {key_of(t) for t in data.human_train}
+    train_keys = {key_of(t) for t in data.outcome_train} | {key_of(t) for t in data.references}
+    bo4_keys = {key_of(g[0]) for g in data.bo4_groups}
+    assert not eval_keys & train_keys and not bo4_keys & train_keys
+    assert all(len(g) == 4 for g in data.bo4_groups) and len(data.bo4_groups) == 4
+    # human labels: 1 before the first error, 0 at it, nothing claimed after
+    t = next(t for t in data.human_train if 0 <= t.first_error < len(t.steps) - 1)
+    lab = human_labels(t)
+    k = t.first_error
+    assert lab.values[k] == 0.0 and all(v == 1.0 for v in lab.values[:k]) and lab.weights[k + 1:] == [0.0] * (len(t.steps) - k - 1)
+
+
+@pytest.mark.slow
+def test_study_real_end_to_end_and_resume(tmp_path, monkeypatch):
+    c = tiny_config()
+    res = run_study(c, tmp_path, progress=False)
+    saved = json.loads((tmp_path / "real_metrics.json").read_text())
+    assert set(saved["sources"]) == {"human", "outcome", "spr", "perturbation"}
+    for name, r in saved["sources"].items():
+        assert set(r["f1"]) == {"gsm8k", "math", "olympiadbench", "omnimath", "average"}
+        assert all(v is None or 0.0 <= v <= 1.0 for v in r["f1"].values())
+        assert r["train_examples"] == 16 and r["train_seconds"] > 0
+        assert 0.0 <= r["best_of_4"] <= 1.0
+    assert 0.0 <= saved["best_of_4"]["majority_vote"] <= 1.0
+    assert "Qwen2.5-Math-PRM-7B *(published, 7B)*" in (tmp_path / "real_metrics.md").read_text()
+    assert "73.5" in (tmp_path / "real_metrics.md").read_text()
+    assert (tmp_path / "real_f1.png").stat().st_size > 0
+    assert "Qwen2.5-Math-PRM-7B" not in json.dumps(saved)  # published figures are not in the measured JSON
+
+    # a rerun resumes from the per-source files instead of training again
+    def boom(*a, **k):
+        raise AssertionError("retrained a finished source")
+
+    monkeypatch.setattr("selfprm.prm.train.train_prm", boom)
+    again = run_study(c, tmp_path, progress=False)
+    assert again["sources"]["human"]["f1"] == res["sources"]["human"]["f1"]
+
+
+def test_cli_arguments():
+    parser = argparse.ArgumentParser()
+    real.add_arguments(parser)
+    args = parser.parse_args([])
+    assert args.out == "runs/real" and not args.quick and args.seed == 0
+    assert RealStudyConfig.quick().eval_per_split is not None
