@@ -33,11 +33,11 @@ from typing import Sequence
 
 import numpy as np
 
-from selfprm.types import Problem, Trajectory
+from selfprm.domains.base import LineDomain
+from selfprm.types import Problem
 
 OP_DIFFICULTY = {"+": "easy", "-": "medium", "*": "hard"}
 REDO = "redo:"
-ANSWER = "A:"
 _STEP_RE = re.compile(r"^(redo:)?(\d+)([+\-*])(\d+)=(\d+)$")
 _IDENTITY = {("+", 0), ("-", 0), ("*", 1)}
 
@@ -76,11 +76,10 @@ class StepTrace:
     written: int | None  # the value the step wrote
 
 
-class ArithDomain:
-    """Samples problems, writes worked solutions, parses model text and judges every step."""
+class ArithDomain(LineDomain):
+    """Samples problems, writes worked solutions and judges every step (text format: LineDomain)."""
 
     name = "arith"
-    step_separator = "\n"
 
     def __init__(self, config: ArithConfig | None = None):
         self.config = config or ArithConfig()
@@ -132,15 +131,6 @@ class ArithDomain:
     def step_difficulty(problem: Problem, op_index: int) -> str:
         return OP_DIFFICULTY[problem.meta["chain"][op_index][0]]
 
-    # ------------------------------------------------------------------ text
-    def render(self, problem: Problem, steps: Sequence[str] = ()) -> str:
-        """The text a policy continues from: prompt and the steps so far, one per line."""
-        return problem.prompt + "\n" + "".join(s + "\n" for s in steps)
-
-    @staticmethod
-    def render_answer(answer: str) -> str:
-        return ANSWER + answer
-
     def worked_solution(self, problem: Problem, rng: np.random.Generator) -> tuple[list[str], str]:
         """A correct solution, with an occasional recovered error and harmless extra step.
 
@@ -161,21 +151,6 @@ class ArithDomain:
                 op_id, b_id = [("+", 0), ("*", 1)][int(rng.integers(0, 2))]
                 steps.append(f"{r}{op_id}{b_id}={r}")
         return steps, problem.answer
-
-    def sft_text(self, problem: Problem, steps: Sequence[str], answer: str) -> str:
-        return self.render(problem, steps) + self.render_answer(answer)
-
-    def parse_completion(self, text: str) -> tuple[list[str], str | None, bool]:
-        """Split generated text into steps and final answer; ``truncated`` when no answer line."""
-        steps: list[str] = []
-        for line in text.split("\n"):
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith(ANSWER):
-                return steps, line[len(ANSWER):].strip(), False
-            steps.append(line)
-        return steps, None, True
 
     # ------------------------------------------------------------------ oracle
     def trace(self, problem: Problem, steps: Sequence[str]) -> list[StepTrace]:
@@ -215,33 +190,6 @@ class ArithDomain:
 
     def judge_steps(self, problem: Problem, steps: Sequence[str]) -> list[bool]:
         return [t.sound for t in self.trace(problem, steps)]
-
-    def check_answer(self, problem: Problem, answer: str | None) -> bool:
-        return answer is not None and answer.strip() == problem.answer
-
-    def make_trajectory(
-        self,
-        problem: Problem,
-        steps: Sequence[str],
-        final_answer: str | None,
-        truncated: bool = False,
-        tokens_generated: int = 0,
-    ) -> Trajectory:
-        """A trajectory with its outcome and exact oracle labels filled in."""
-        return Trajectory(
-            problem=problem,
-            steps=list(steps),
-            final_answer=final_answer,
-            outcome=(not truncated) and self.check_answer(problem, final_answer),
-            oracle_labels=self.judge_steps(problem, steps),
-            tokens_generated=tokens_generated,
-            truncated=truncated,
-        )
-
-    def from_text(self, problem: Problem, steps_before: Sequence[str], generated: str, tokens: int) -> Trajectory:
-        """Turn a policy's continuation of ``steps_before`` into a judged trajectory."""
-        new_steps, answer, truncated = self.parse_completion(generated)
-        return self.make_trajectory(problem, list(steps_before) + new_steps, answer, truncated, tokens)
 
     def charset(self) -> str:
         """Every character arith text can contain (the embedded char-level tokenizer's vocabulary)."""

@@ -24,9 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from selfprm.types import Problem, Trajectory
-
-ANSWER = "A:"
+from selfprm.domains.base import ANSWER, LineDomain
+from selfprm.types import Problem
 CALL_RE = re.compile(r"^call calc\((-?\d+)([+\-*])(\d+)\) -> (-?\d+)$")
 PLAIN_RE = re.compile(r"^(-?\d+)([+\-*])(\d+)=(-?\d+)$")
 
@@ -62,11 +61,10 @@ class ParsedStep:
     result: int | None = None
 
 
-class ToolsDomain:
-    """Samples problems, writes worked solutions with tool calls, parses text, judges steps and calls."""
+class ToolsDomain(LineDomain):
+    """Samples problems, writes worked solutions with tool calls, judges steps and calls."""
 
     name = "tools"
-    step_separator = "\n"
 
     def __init__(self, config: ToolsConfig | None = None):
         self.config = config or ToolsConfig()
@@ -98,14 +96,6 @@ class ToolsDomain:
         prompt = "Q:" + str(start) + "".join(f" {op}{b}" for op, b in chain)
         return Problem(pid, prompt, str(values[-1]), {"start": start, "chain": [[op, b] for op, b in chain], "values": values})
 
-    # ------------------------------------------------------------------ text
-    def render(self, problem: Problem, steps: Sequence[str] = ()) -> str:
-        return problem.prompt + "\n" + "".join(s + "\n" for s in steps)
-
-    @staticmethod
-    def render_answer(answer: str) -> str:
-        return ANSWER + answer
-
     @staticmethod
     def render_call(a: int, op: str, b: int, result: int) -> str:
         return f"call calc({a}{op}{b}) -> {result}"
@@ -121,20 +111,6 @@ class ToolsDomain:
             else:
                 steps.append(self.render_call(a, op, b, r))
         return steps, problem.answer
-
-    def sft_text(self, problem: Problem, steps: Sequence[str], answer: str) -> str:
-        return self.render(problem, steps) + self.render_answer(answer)
-
-    def parse_completion(self, text: str) -> tuple[list[str], str | None, bool]:
-        steps: list[str] = []
-        for line in text.split("\n"):
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith(ANSWER):
-                return steps, line[len(ANSWER):].strip(), False
-            steps.append(line)
-        return steps, None, True
 
     @staticmethod
     def parse_step(step: str) -> ParsedStep:
@@ -190,20 +166,6 @@ class ToolsDomain:
             if on_chain:
                 k += 1
         return out
-
-    def check_answer(self, problem: Problem, answer: str | None) -> bool:
-        return answer is not None and answer.strip() == problem.answer
-
-    def make_trajectory(self, problem: Problem, steps: Sequence[str], final_answer: str | None,
-                        truncated: bool = False, tokens_generated: int = 0) -> Trajectory:
-        return Trajectory(problem=problem, steps=list(steps), final_answer=final_answer,
-                          outcome=(not truncated) and self.check_answer(problem, final_answer),
-                          oracle_labels=self.judge_steps(problem, steps), tokens_generated=tokens_generated,
-                          truncated=truncated)
-
-    def from_text(self, problem: Problem, steps_before: Sequence[str], generated: str, tokens: int) -> Trajectory:
-        new, answer, truncated = self.parse_completion(generated)
-        return self.make_trajectory(problem, list(steps_before) + new, answer, truncated, tokens)
 
     def charset(self) -> str:
         return "0123456789+-*=: \nQAcal()>"
