@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from selfprm.labels.base import register
+from selfprm.lm_logprobs import next_token_logprobs, pad_right
 from selfprm.policies.base import Policy
 from selfprm.types import StepLabels, Trajectory
 
@@ -58,21 +59,10 @@ def encode_with_step_ends(tokenizer, domain, traj: Trajectory) -> tuple[list[int
 
 def token_log_ratios(model, ref, batch_ids: list[list[int]], pad_id: int, device) -> torch.Tensor:
     """``log πθ(y_t|y_<t) - log π_ref(y_t|y_<t)`` at every position t ≥ 1 (``[B, W-1]``; 0 on padding)."""
-    width = max(len(b) for b in batch_ids)
-    ids = torch.full((len(batch_ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
-    for i, b in enumerate(batch_ids):
-        ids[i, : len(b)] = torch.tensor(b)
-        mask[i, : len(b)] = 1
-    ids, mask = ids.to(device), mask.to(device)
-
-    def logp(m):
-        logits = m(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        return torch.gather(F.log_softmax(logits, -1), 2, ids[:, 1:, None]).squeeze(-1)
-
+    ids, mask = pad_right(batch_ids, pad_id, device)
     with torch.no_grad():
-        ref_lp = logp(ref)
-    return (logp(model) - ref_lp) * mask[:, 1:]
+        ref_lp = next_token_logprobs(ref, ids, mask)
+    return (next_token_logprobs(model, ids, mask) - ref_lp) * mask[:, 1:]
 
 
 @register("implicit")

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from selfprm.policies.base import Prefix
 from selfprm.policies.hf import HFPolicy, HFPolicyConfig
+from selfprm.lm_logprobs import next_token_logprobs, pad_right
 from selfprm.rl.rollout import Rollout, sample_rollouts
 from selfprm.types import Problem
 
@@ -100,16 +101,10 @@ def token_logprobs(model, rollouts: Sequence[Rollout], temperature: float, pad_i
     """
     device = next(model.parameters()).device
     full = [r.prompt_ids + r.completion_ids for r in rollouts]
-    width = max(len(f) for f in full)
+    ids, att = pad_right(full, pad_id, device)
+    width = ids.shape[1]
     t_max = max(len(r.completion_ids) for r in rollouts)
-    ids = torch.full((len(full), width), pad_id, dtype=torch.long)
-    att = torch.zeros((len(full), width), dtype=torch.long)
-    for i, f in enumerate(full):
-        ids[i, : len(f)] = torch.tensor(f)
-        att[i, : len(f)] = 1
-    ids, att = ids.to(device), att.to(device)
-    logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float() / temperature
-    logp_all = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # [B, L-1]
+    logp_all = next_token_logprobs(model, ids, att, temperature)  # [B, L-1]
     # completion token j of row b sits at p_b + j and is predicted at p_b + j - 1
     starts = torch.tensor([len(r.prompt_ids) for r in rollouts], device=device)
     idx = (starts.unsqueeze(1) + torch.arange(t_max, device=device).unsqueeze(0) - 1).clamp(max=width - 2)
