@@ -44,6 +44,7 @@ def test_demo_end_to_end_writes_metrics_report_and_plots_and_resumes(tmp_path, c
     assert m["label_sources"]["oracle"]["policy_tokens_per_step_label"] == 0
     assert set(m["baselines"]) == {"majority_vote", "random_pick", "oracle_pick"}
     assert 0 <= m["policy"]["error_rate"] <= 1
+    assert set(m["stage_seconds"]) == {"policy", "pool", "labels", "prms", "evaluation"}
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["label_sources"].keys() == m["label_sources"].keys()
     assert (out / "report.md").read_text().startswith("# selfprm demo")
@@ -88,3 +89,9 @@ def test_cli_demo_arguments(capsys):
         main(["demo", "--help"])
     out = capsys.readouterr().out
     assert "--quick" in out and "--out" in out
+
+
+def test_cli_demo_rejects_an_unknown_label_source_before_any_work(tmp_path):
+    with pytest.raises(SystemExit, match="nope"):
+        main(["demo", "--sources", "oracle,nope", "--out", str(tmp_path / "d"), "--no-progress"])
+    assert not (tmp_path / "d").exists()

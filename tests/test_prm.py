@@ -88,3 +88,52 @@ def test_aggregations_by_hand():
     assert set(AGGREGATIONS) == {"min", "product", "last", "geomean"}
     with pytest.raises(ValueError):
         aggregate(s, "max")
+
+
+def _token_logprobs(lm, tok, prompt, steps):
+    """log p(x_t | x_<t) of every token of each ``step\\n``, straight from the causal LM."""
+    ids = [tok.bos_token_id] + tok(prompt + "\n", add_special_tokens=False)["input_ids"]
+    spans = []
+    for s in steps:
+        a = len(ids)
+        ids += tok(s + "\n", add_special_tokens=False)["input_ids"]
+        spans.append((a, len(ids)))
+    with torch.no_grad():
+        lp = lm(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+    return [[lp[t - 1, ids[t]].item() for t in range(a, b)] for a, b in spans]
+
+
+def test_surprise_features_are_the_step_tokens_log_probs(tiny_lm, char_tokenizer):
+    prm = _prm(tiny_lm, char_tokenizer, surprise_features=True)
+    steps = ["7+5=2", "2*3=5", "5-4=1"]
+    per_step = _token_logprobs(tiny_lm, char_tokenizer, "Q:7 +5 *3 -4", steps)
+    b = prm.encode(["Q:7 +5 *3 -4"], [steps])
+    hidden = prm.backbone(input_ids=b.input_ids, attention_mask=b.attention_mask).last_hidden_state
+    feats = prm._surprise(hidden, b)[0].tolist()
+    mins = [min(x) for x in per_step]
+    for j, (s_min, mean, run_min) in enumerate(feats):
+        assert s_min == pytest.approx(mins[j], abs=1e-4)
+        assert mean == pytest.approx(sum(per_step[j]) / len(per_step[j]), abs=1e-4)
+        assert run_min == pytest.approx(min(mins[: j + 1]), abs=1e-4)  # carries an early surprise forward
+
+
+def test_surprise_scores_stay_one_pass_and_padding_free(tiny_lm, char_tokenizer):
+    prm = _prm(tiny_lm, char_tokenizer, surprise_features=True)
+    steps = ["7+5=2", "2*3=6", "6-4=2"]
+    full = prm.score_steps(["Q:7 +5 *3 -4"], [steps])[0]
+    prefix = [prm.score_steps(["Q:7 +5 *3 -4"], [steps[: i + 1]])[0][-1] for i in range(len(steps))]
+    assert full == pytest.approx(prefix, abs=1e-5)
+    both = prm.score_steps(["Q:1 +1", "Q:7 +5 *3 -4"], [["1+1=2"], steps])
+    assert both[1] == pytest.approx(full, abs=1e-5)
+
+
+def test_surprise_features_need_an_lm_head_and_survive_save_load(tmp_path, tiny_lm, char_tokenizer):
+    from selfprm.prm.model import base_model
+
+    with pytest.raises(ValueError, match="LM head"):
+        ProcessRewardModel(base_model(tiny_lm), char_tokenizer, PRMConfig(surprise_features=True))
+    prm = _prm(tiny_lm, char_tokenizer, surprise_features=True)
+    s = prm.score_steps(["Q:7 +5"], [["7+5=2"]])
+    prm.save_pretrained(tmp_path / "p")
+    again = ProcessRewardModel.from_pretrained(tmp_path / "p")
+    assert again.config.surprise_features and again.score_steps(["Q:7 +5"], [["7+5=2"]])[0] == pytest.approx(s[0], abs=1e-5)

@@ -47,7 +47,7 @@ class DemoConfig:
     seed: int = 0
     domain: ArithConfig = field(default_factory=ArithConfig)
     lm: TinyLMConfig = field(default_factory=TinyLMConfig)
-    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=2000))
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=600))
     n_sft_problems: int = 20000
     temperature: float = 0.7
     max_new_tokens: int = 96
@@ -64,29 +64,32 @@ class DemoConfig:
         "omega": {"n_rollouts": 4},
         "mcts": {"n_simulations": 4},
         "tree": {"m_trees": 4, "l_rounds": 2},
-        "implicit": {"train_steps": 200},
+        "implicit": {"train_steps": 60},
         # agreement of hard MC and the binary search on the first error (Qwen's consensus filter)
         "consensus": {"primary_kwargs": {"n_rollouts": 4, "soft": False}, "second_kwargs": {"n_rollouts": 4}},
     })
-    prm: PRMTrainConfig = field(default_factory=lambda: PRMTrainConfig(epochs=3, batch_size=32))
+    # the head's fast learning rate lets it pick up the three surprise features within ~100 steps
+    prm: PRMTrainConfig = field(default_factory=lambda: PRMTrainConfig(epochs=3, batch_size=32, head_lr=5e-2))
+    # PRM head also reads the policy-initialised backbone's token log-probs (prm/model.py)
+    surprise_features: bool = True
     spr_warmup_steps: int = 0
     aggregation: str = "min"
     label_shard_size: int = 128
 
     @classmethod
     def quick(cls, seed: int = 0) -> "DemoConfig":
-        # The policy needs ~1500 SFT steps to learn the mod-10 tables (below that its steps are
+        # The policy needs ~400 SFT steps to learn the mod-10 tables (below that its steps are
         # nearly all wrong), so quick saves on everything else: fewer problems and rollouts.
         return cls(
             seed=seed,
-            sft=SFTConfig(steps=1500),
+            sft=SFTConfig(steps=400),
             n_sft_problems=8000,
             n_train_problems=60,
             n_dev_problems=40,
             n_test_problems=50,
             sources=("oracle", "outcome", "spr", "mc"),
             mc_rollouts=4,
-            prm=PRMTrainConfig(epochs=3, batch_size=32),
+            prm=PRMTrainConfig(epochs=3, batch_size=32, head_lr=5e-2),
         )
 
 
@@ -143,13 +146,25 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
     domain = ArithDomain(config.domain)
 
     # 1. policy ------------------------------------------------------------------------------
-    _log("[1/5] policy: tiny GPT-2 trained from scratch by SFT on worked solutions")
+    stage_seconds: dict[str, float] = {}
+    t_stage = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t_stage
+        now = time.perf_counter()
+        stage_seconds[name] = now - t_stage
+        t_stage = now
+        _log(f"      ({name}: {stage_seconds[name]:.1f} s)")
+
+    _log("[1/5] policy: tiny causal LM trained from scratch by SFT on worked solutions")
     sft = replace(config.sft, seed=config.seed)
     model, tok, sft_losses = load_or_train_policy_model(
         domain, out / "policy", config.n_sft_problems, config.lm, sft, progress=progress
     )
     policy = HFPolicy(model, tok, domain, HFPolicyConfig(
         temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=config.seed, progress=progress))
+
+    lap("policy")
 
     # 2. pool ----------------------------------------------------------------------------------
     _log("[2/5] sampling the trajectory pool (train / dev / test)")
@@ -178,6 +193,8 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
     stats.update(temperature=config.temperature, sft_final_loss=float(np.mean(sft_losses[-20:])) if sft_losses else math.nan)
     _log(f"      policy errs on {stats['error_rate']:.1%} of test solutions at T={config.temperature} "
                    f"({stats['step_error_rate']:.1%} of steps)")
+
+    lap("pool")
 
     # 3. labels --------------------------------------------------------------------------------
     _log("[3/5] step labels from each source")
@@ -211,6 +228,8 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
         _log(f"      {name:8s} {meta['labeled_steps']} steps, {meta['policy_tokens']} policy tokens, "
                        f"{agree:.1%} agree with the oracle")
 
+    lap("labels")
+
     # 4. PRMs ----------------------------------------------------------------------------------
     _log("[4/5] a PRM per source (backbone initialised from the policy)")
     prms: dict[str, ProcessRewardModel] = {}
@@ -219,7 +238,8 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
         loss = label_results[name]["prm_loss"]
         tcfg = replace(config.prm, loss=loss, seed=config.seed,
                        spr_warmup_steps=config.spr_warmup_steps if loss == "spr" else 0)
-        key = _hash([label_keys[name], asdict(tcfg)])
+        pcfg = PRMConfig(step_separator=domain.step_separator, surprise_features=config.surprise_features)
+        key = _hash([label_keys[name], asdict(tcfg), asdict(pcfg)])
         pdir = out / "prm" / name
         if stages.done(f"prm/{name}", key) and (pdir / "prm_config.json").exists():
             prms[name] = ProcessRewardModel.from_pretrained(pdir)
@@ -228,7 +248,7 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
         backbone = _policy_backbone(out / "policy")
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
-            prm = ProcessRewardModel(backbone, tok, PRMConfig(step_separator=domain.step_separator))
+            prm = ProcessRewardModel(backbone, tok, pcfg)
         hist = train_prm(prm, list(zip(train, labels_by_source[name])), tcfg, progress=progress, desc=name)
         tmp = pdir.with_name(pdir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -239,6 +259,8 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
         stages.mark(f"prm/{name}", key)
         prms[name] = prm
         histories[name] = asdict(hist)
+
+    lap("prms")
 
     # 5. evaluation ----------------------------------------------------------------------------
     _log("[5/5] evaluation on held-out problems")
@@ -278,6 +300,7 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
         }
         if h.get("spr_step"):
             rows[name]["spr_kept_share"] = {"step": h["spr_step"], "positive": h["spr_kept_pos"], "negative": h["spr_kept_neg"]}
+    lap("evaluation")
     n_test_problems = len(test) // config.bon_n
     pool_tokens = sum(t.tokens_generated for t in train)
     pool_steps = sum(len(t.steps) for t in train)
@@ -294,6 +317,8 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
         "pool_tokens_per_step": pool_tokens / max(1, pool_steps),
         "seed": config.seed,
         "seconds": time.perf_counter() - t_start,
+        "stage_seconds": stage_seconds,
+        "prm": {"surprise_features": config.surprise_features, "epochs": config.prm.epochs},
     }
     # an undefined metric (e.g. F1 with no error-free test solution) is written as null, not NaN
     atomic_write_text(out / "metrics.json", json.dumps(to_strict_json(metrics), indent=2))
@@ -305,6 +330,7 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
 
 
 def _policy_backbone(policy_dir: Path):
-    from transformers import AutoModel
+    # the causal LM with its head: the PRM's surprise features read the LM head's log-probs
+    from transformers import AutoModelForCausalLM
 
-    return AutoModel.from_pretrained(policy_dir)
+    return AutoModelForCausalLM.from_pretrained(policy_dir)

@@ -9,6 +9,19 @@ encoder (MiniLM) it also sees the steps after it, the usual trade of encoder PRM
 
 Inputs longer than ``max_length`` are cut from the left — the start of the problem goes first —
 and never dropped; a step whose end falls off too is reported unscored (NaN).
+
+*Surprise features* (``PRMConfig.surprise_features``, causal-LM backbones). The head may also read
+how unlikely the backbone's own LM head found the step's tokens::
+
+    s_i = min_{t in step i} log p(x_t | x_<t),   m_i = mean_{t in step i} log p(x_t | x_<t),
+    c_i = min_{j <= i} s_j,                       r_i = σ(w · [h_{t_i}; s_i; m_i; c_i] + b)
+
+A small decoder cannot both find an error and carry that finding to later steps in one pass: a
+2-layer model needs one layer to gather a step's tokens, one to compare them, and a third to pass
+the verdict on. The log-probabilities make the comparison explicit (a wrong result is an unlikely
+token) and the running minimum ``c_i`` carries it forward, so every label source's PRM can learn
+"the prefix went wrong" instead of only "this line looks odd". The features are computed in the
+same forward pass through the backbone's own LM head and trained with it.
 """
 
 from __future__ import annotations
@@ -27,6 +40,10 @@ from torch import nn
 class PRMConfig:
     step_separator: str = "\n"  # appended to the prompt and to every step before tokenizing
     max_length: int = 512
+    surprise_features: bool = False  # causal LMs only: also read the step tokens' log-probs (see module doc)
+
+
+N_SURPRISE = 3  # s_i, m_i, c_i
 
 
 @dataclass
@@ -35,9 +52,11 @@ class EncodedBatch:
     attention_mask: torch.Tensor  # [B, T]
     step_positions: torch.Tensor  # [B, S] token index of each step's end (0 where absent)
     step_mask: torch.Tensor  # [B, S] True where a step was scored
+    step_starts: torch.Tensor | None = None  # [B, S] token index of each step's first token
 
     def to(self, device) -> "EncodedBatch":
-        return EncodedBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.step_positions, self.step_mask)))
+        return EncodedBatch(*(None if t is None else t.to(device) for t in (
+            self.input_ids, self.attention_mask, self.step_positions, self.step_mask, self.step_starts)))
 
 
 def base_model(model: nn.Module) -> nn.Module:
@@ -49,15 +68,21 @@ def base_model(model: nn.Module) -> nn.Module:
 
 
 class ProcessRewardModel(nn.Module):
-    def __init__(self, backbone: nn.Module, tokenizer, config: PRMConfig | None = None):
+    def __init__(self, backbone: nn.Module, tokenizer, config: PRMConfig | None = None, lm_head: nn.Module | None = None):
         super().__init__()
+        self.config = config or PRMConfig()
+        self.lm_head = None
+        if self.config.surprise_features:
+            self.lm_head = lm_head if lm_head is not None else backbone.get_output_embeddings()
+            if self.lm_head is None:
+                raise ValueError("surprise_features needs a causal LM backbone with an LM head "
+                                 f"({type(backbone).__name__} has none)")
         self.backbone = base_model(backbone)
         self.tokenizer = tokenizer
-        self.config = config or PRMConfig()
         hidden = self.backbone.config.hidden_size
         # Not zero-initialised: SPR's filter keeps a step only when the sign of its logit agrees
         # with the pseudo-label, and an all-zero head agrees with nothing.
-        self.head = nn.Linear(hidden, 1)
+        self.head = nn.Linear(hidden + (N_SURPRISE if self.config.surprise_features else 0), 1)
 
     @property
     def device(self) -> torch.device:
@@ -74,14 +99,15 @@ class ProcessRewardModel(nn.Module):
     def encode(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> EncodedBatch:
         tok, sep, limit = self.tokenizer, self.config.step_separator, self.config.max_length
         start = self._start_ids()
-        rows, ends_all = [], []
+        rows, ends_all, starts_all = [], [], []
         for prompt, st in zip(prompts, steps):
             pieces = [prompt + sep] + [s + sep for s in st]
             enc = tok(pieces, add_special_tokens=False)["input_ids"]
-            body, ends = list(enc[0]), []
+            body, ends, begins = list(enc[0]), [], []
             for piece in enc[1:]:
                 if not piece:  # a step that tokenizes to nothing still needs a place to be read
                     piece = [tok.unk_token_id if tok.unk_token_id is not None else tok.pad_token_id]
+                begins.append(len(body))
                 body.extend(piece)
                 ends.append(len(body) - 1)
             room = limit - len(start)
@@ -89,6 +115,8 @@ class ProcessRewardModel(nn.Module):
             body = body[cut:]
             rows.append(start + body)
             ends_all.append([e - cut + len(start) if e >= cut else -1 for e in ends])
+            # a step cut at its start keeps the tokens that are left; token 0 has no log-prob
+            starts_all.append([max(1, b - cut + len(start)) for b in begins])
         width = max(len(r) for r in rows)
         n_steps = max(1, max(len(e) for e in ends_all))
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -96,14 +124,16 @@ class ProcessRewardModel(nn.Module):
         att = torch.zeros((len(rows), width), dtype=torch.long)
         pos = torch.zeros((len(rows), n_steps), dtype=torch.long)
         smask = torch.zeros((len(rows), n_steps), dtype=torch.bool)
-        for i, (r, e) in enumerate(zip(rows, ends_all)):
+        begin = torch.zeros((len(rows), n_steps), dtype=torch.long)
+        for i, (r, e, b) in enumerate(zip(rows, ends_all, starts_all)):
             ids[i, : len(r)] = torch.tensor(r)
             att[i, : len(r)] = 1
             for j, p in enumerate(e):
                 if p >= 0:
                     pos[i, j] = p
+                    begin[i, j] = b[j]
                     smask[i, j] = True
-        return EncodedBatch(ids, att, pos, smask)
+        return EncodedBatch(ids, att, pos, smask, begin)
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: EncodedBatch) -> torch.Tensor:
@@ -111,7 +141,27 @@ class ProcessRewardModel(nn.Module):
         hidden = self.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
         idx = batch.step_positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
         at_steps = hidden.gather(1, idx)
+        if self.lm_head is not None:
+            at_steps = torch.cat([at_steps, self._surprise(hidden, batch).to(at_steps.dtype)], dim=-1)
         return self.head(at_steps).squeeze(-1)
+
+    def _surprise(self, hidden: torch.Tensor, batch: EncodedBatch) -> torch.Tensor:
+        """``[B, S, 3]``: the min and mean token log-prob of each step, and the running min."""
+        if batch.step_starts is None:
+            raise ValueError("surprise features need step_starts from encode()")
+        logp = self.lm_head(hidden[:, :-1]).float().log_softmax(-1)
+        tok_lp = logp.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)  # log p(x_t), t >= 1
+        tok_lp = torch.cat([torch.zeros_like(tok_lp[:, :1]), tok_lp], dim=1)  # [B, T], aligned to x_t
+        t = torch.arange(tok_lp.size(1), device=tok_lp.device)
+        inside = (t[None, None, :] >= batch.step_starts[..., None]) & (t[None, None, :] <= batch.step_positions[..., None])
+        inside &= batch.step_mask[..., None]
+        lp = tok_lp[:, None, :].expand_as(inside)
+        n = inside.sum(-1).clamp(min=1)
+        s_min = lp.masked_fill(~inside, float("inf")).amin(-1)
+        s_min = torch.where(batch.step_mask, s_min, torch.zeros_like(s_min))  # unscored: neutral
+        mean = (lp * inside).sum(-1) / n
+        run_min = torch.cummin(s_min, dim=1).values
+        return torch.stack([s_min, mean, run_min], dim=-1)
 
     @torch.no_grad()
     def score_steps(self, prompts: Sequence[str], steps: Sequence[Sequence[str]], batch_size: int = 64) -> list[list[float]]:
@@ -139,6 +189,8 @@ class ProcessRewardModel(nn.Module):
         self.backbone.save_pretrained(path / "backbone")
         self.tokenizer.save_pretrained(path / "backbone")
         torch.save(self.head.state_dict(), path / "head.pt")
+        if self.lm_head is not None:
+            torch.save(self.lm_head.state_dict(), path / "lm_head.pt")
         (path / "prm_config.json").write_text(json.dumps(asdict(self.config), indent=2))
 
     @classmethod
@@ -151,6 +203,11 @@ class ProcessRewardModel(nn.Module):
         config = PRMConfig(**json.loads((path / "prm_config.json").read_text()))
         backbone = AutoModel.from_pretrained(path / "backbone")
         tok = AutoTokenizer.from_pretrained(path / "backbone")
-        prm = cls(backbone, tok, config)
+        lm_head = None
+        if config.surprise_features:
+            state = torch.load(path / "lm_head.pt", map_location="cpu", weights_only=True)
+            lm_head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0], bias="bias" in state)
+            lm_head.load_state_dict(state)
+        prm = cls(backbone, tok, config, lm_head=lm_head)
         prm.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu", weights_only=True))
         return prm.to(device).eval()

@@ -67,6 +67,9 @@ def train_prm(
     total = steps_per_epoch * c.epochs
     head_params = list(prm.head.parameters())
     body_params = [p for p in prm.backbone.parameters() if p.requires_grad]
+    if prm.lm_head is not None:  # an untied LM head trains with the body (a tied one is already in it)
+        seen = {id(p) for p in body_params}
+        body_params += [p for p in prm.lm_head.parameters() if p.requires_grad and id(p) not in seen]
     opt = torch.optim.AdamW(
         [{"params": body_params, "lr": c.lr}, {"params": head_params, "lr": c.head_lr}], weight_decay=c.weight_decay
     )
