@@ -1,6 +1,6 @@
 """Label efficiency: every label source at several budgets on one shared pool, against the oracle.
 
-One pool of trajectories is sampled once from the ``arith`` policy (the embedded tiny GPT-2 after
+One pool of trajectories is sampled once from the ``arith`` policy (the embedded tiny causal LM after
 SFT, or the simulated solver); every source labels that same pool at each of its budgets with its
 own fresh, seeded copy of the policy, so sources differ only in how they spend policy tokens.
 For each source and budget the study records
@@ -72,9 +72,9 @@ def default_entries(quick: bool) -> dict[str, Budgeted]:
 class LabelEfficiencyConfig:
     seed: int = 0
     domain: ArithConfig = field(default_factory=lambda: ArithConfig(min_ops=8, max_ops=10))
-    policy: str = "hf"  # "hf": the embedded tiny GPT-2 after SFT; "simulated": the noisy solver
+    policy: str = "hf"  # "hf": the embedded tiny causal LM after SFT; "simulated": the noisy solver
     lm: TinyLMConfig = field(default_factory=TinyLMConfig)
-    sft_steps: int = 1500
+    sft_steps: int = 600  # the Llama-body tiny LM learns arith in ~400 (policies/tiny.py)
     n_sft_problems: int = 20000
     temperature: float = 0.7
     max_new_tokens: int = 128
@@ -136,7 +136,7 @@ def _policy_factory(config: LabelEfficiencyConfig, out: Path, domain: ArithDomai
     t0 = time.perf_counter()
     model, tok, losses = load_or_train_policy_model(domain, out / "policy", config.n_sft_problems, config.lm, sft,
                                                     progress=progress)
-    info = {"kind": "hf tiny GPT-2 (embedded), SFT from scratch", "sft_steps": config.sft_steps,
+    info = {"kind": "hf tiny causal LM (embedded), SFT from scratch", "sft_steps": config.sft_steps,
             "n_sft_problems": config.n_sft_problems, "temperature": config.temperature,
             "sft_final_loss": float(np.mean(losses[-20:])) if losses else math.nan,
             "sft_or_load_seconds": time.perf_counter() - t0}

@@ -14,7 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a small study that finishes in under 3 minutes on 2 cores")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--policy", choices=("hf", "simulated"), default=None,
-                        help="the embedded tiny GPT-2 after SFT (default) or the simulated solver")
+                        help="the embedded tiny causal LM after SFT (default) or the simulated solver")
+    parser.add_argument("--problems", type=int, default=None,
+                        help="problems in the shared pool (each sampled --samples times); more gives tighter accuracies")
+    parser.add_argument("--samples", type=int, default=None, help="solutions sampled per pool problem")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -22,6 +25,10 @@ def config_from_args(args: argparse.Namespace) -> LabelEfficiencyConfig:
     cfg = LabelEfficiencyConfig.quick_config(args.seed) if args.quick else LabelEfficiencyConfig(seed=args.seed)
     if getattr(args, "policy", None):
         cfg = replace(cfg, policy=args.policy)
+    if getattr(args, "problems", None):
+        cfg = replace(cfg, n_problems=args.problems)
+    if getattr(args, "samples", None):
+        cfg = replace(cfg, samples_per_problem=args.samples)
     return cfg
 
 

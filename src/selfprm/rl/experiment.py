@@ -2,7 +2,7 @@
 
 Stages, each cached under the out folder so an interrupted run resumes:
 
-1. SFT policies (the embedded tiny GPT-2): one on ``arith``, one on ``tools`` (for ToolPO and its
+1. SFT policies (the embedded tiny causal LM): one on ``arith``, one on ``tools`` (for ToolPO and its
    outcome-only baseline on the same domain).
 2. A PRM for the ``prm`` method (and for search): trained on step labels of a pool sampled from
    the SFT policy (``prm_labels``: ``oracle`` by default, any registered label source works),
@@ -62,7 +62,7 @@ class RLRunConfig:
     tools: ToolsConfig = field(default_factory=lambda: ToolsConfig(min_ops=1, max_ops=2, start_max=9,
                                                                    operand_max={"+": 9, "-": 9, "*": 5}))
     lm: TinyLMConfig = field(default_factory=TinyLMConfig)
-    sft_steps: int = 800
+    sft_steps: int = 500
     tools_sft_steps: int = 500
     n_sft_problems: int = 8000
     n_train_problems: int = 500
@@ -122,14 +122,14 @@ def method_config(name: str, base: GRPOConfig, seed: int, extra: dict[str, Any] 
 
 
 def _train_prm(run: RLRunConfig, policy_dir: Path, model, tok, domain, out: Path, progress: bool):
-    from transformers import AutoModel
+    from transformers import AutoModelForCausalLM
 
     from selfprm.labels import run_label_source
     from selfprm.prm.model import PRMConfig, ProcessRewardModel
     from selfprm.prm.train import PRMTrainConfig, train_prm
 
-    key = _hash([asdict(run.arith), run.sft_steps, run.n_sft_problems, run.prm_labels, run.prm_pool_problems,
-                 run.prm_pool_samples, run.prm_epochs, run.grpo.temperature])
+    key = _hash([asdict(run.arith), asdict(run.lm), run.sft_steps, run.n_sft_problems, run.prm_labels,
+                 run.prm_pool_problems, run.prm_pool_samples, run.prm_epochs, run.grpo.temperature, "surprise"])
     pdir = out / "prm"
     stamp = pdir / "selfprm_rl_prm.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
@@ -141,8 +141,11 @@ def _train_prm(run: RLRunConfig, policy_dir: Path, model, tok, domain, out: Path
     res = run_label_source(run.prm_labels, pool, pol)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        prm = ProcessRewardModel(AutoModel.from_pretrained(policy_dir), tok, PRMConfig(step_separator=domain.step_separator))
-    train_prm(prm, list(zip(pool, res.labels)), PRMTrainConfig(loss=res.prm_loss, epochs=run.prm_epochs, batch_size=32),
+        # the demo's PRM: the policy's body with its LM head, so the head also reads token log-probs
+        prm = ProcessRewardModel(AutoModelForCausalLM.from_pretrained(policy_dir), tok,
+                                 PRMConfig(step_separator=domain.step_separator, surprise_features=True))
+    train_prm(prm, list(zip(pool, res.labels)),
+              PRMTrainConfig(loss=res.prm_loss, epochs=run.prm_epochs, batch_size=32, head_lr=5e-2),
               progress=progress, desc=f"PRM ({run.prm_labels})")
     tmp = pdir.with_name("prm.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -193,7 +196,8 @@ def run_rl(run: RLRunConfig, out: str | os.PathLike, prm_path: str | None = None
         pdir, _, tok = policies[dname]
         for seed in range(run.seeds):
             cfg = method_config(name, run.grpo, seed, run.method_kwargs.get(name))
-            key = _hash([asdict(cfg), asdict(run.arith), asdict(run.tools), run.sft_steps, run.tools_sft_steps, run.n_sft_problems,
+            key = _hash([asdict(cfg), asdict(run.arith), asdict(run.tools), asdict(run.lm), run.sft_steps,
+                         run.tools_sft_steps, run.n_sft_problems,
                          run.n_train_problems, run.n_eval_problems, prm_path, run.prm_labels, name])
             cache = out / "runs" / f"{name}-seed{seed}.json"
             if cache.exists() and json.loads(cache.read_text()).get("key") == key:
@@ -231,7 +235,7 @@ def run_rl(run: RLRunConfig, out: str | os.PathLike, prm_path: str | None = None
     from selfprm.search.curves import plot_search_curves, search_curves
 
     _log(f"[4/4] search on {run.search_problems} held-out problems: best-of-N, votes, beam search")
-    skey = _hash([asdict(run.arith), run.sft_steps, run.n_sft_problems, prm_path, run.prm_labels, run.search_problems,
+    skey = _hash([asdict(run.arith), asdict(run.lm), run.sft_steps, run.n_sft_problems, prm_path, run.prm_labels, run.search_problems,
                   run.search_temperature, list(run.search_ns), [list(b) for b in run.search_beams], run.grpo.max_new_tokens])
     spath = out / "search.json"
     if not run.search:
