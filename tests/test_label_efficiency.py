@@ -68,6 +68,8 @@ def test_cli_arguments():
     quick = config_from_args(ap.parse_args(["--quick", "--seed", "3"]))
     assert quick.quick and quick.seed == 3 and quick.policy == "simulated"
     assert config_from_args(ap.parse_args(["--quick", "--policy", "hf"])).policy == "hf"
+    sized = config_from_args(ap.parse_args(["--problems", "40", "--samples", "3"]))
+    assert (sized.n_problems, sized.samples_per_problem) == (40, 3)
 
 
 @pytest.mark.slow

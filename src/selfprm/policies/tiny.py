@@ -1,4 +1,4 @@
-"""The embedded default policy: a tiny GPT-2 built from a config and trained from scratch.
+"""The embedded default policy: a tiny causal LM built from a config and trained from scratch.
 
 Nothing is downloaded. The tokenizer is character level, built locally with ``tokenizers`` from
 the domain's character set and wrapped as a ``PreTrainedTokenizerFast`` so it saves and loads
@@ -43,8 +43,10 @@ class TinyLMConfig:
 
     ``arch="llama"`` (rotary positions) is the default: a step ``a*b=r`` asks the model to look a
     fixed number of characters back wherever the step sits, which rotary positions express once
-    and learned absolute positions (``"gpt2"``) must learn at every offset. In our runs the Llama
-    body reached 89% sound steps in under a third of the SFT compute GPT-2 needed.
+    and learned absolute positions (``"gpt2"``) must learn at every offset. Measured on arith
+    (3-6 operations, T=0.7): after 600 SFT steps at width 64, Llama wrote 16% of steps sound and
+    GPT-2 1%; GPT-2 reached 89% after 1500 steps (177 s on 2 cores), Llama at width 128 after 400
+    (132 s). Width matters as much: Llama at width 96 had 20% sound steps after 400.
     """
 
     arch: str = "llama"  # "llama" or "gpt2"

@@ -149,8 +149,11 @@ class ProcessRewardModel(nn.Module):
         """``[B, S, 3]``: the min and mean token log-prob of each step, and the running min."""
         if batch.step_starts is None:
             raise ValueError("surprise features need step_starts from encode()")
-        logp = self.lm_head(hidden[:, :-1]).float().log_softmax(-1)
-        tok_lp = logp.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)  # log p(x_t), t >= 1
+        # one row at a time: [T, V] logits stay small even for a 150k-token vocabulary
+        tok_lp = torch.stack([
+            self.lm_head(hidden[i, :-1]).float().log_softmax(-1).gather(-1, batch.input_ids[i, 1:, None]).squeeze(-1)
+            for i in range(hidden.size(0))
+        ])  # log p(x_t), t >= 1
         tok_lp = torch.cat([torch.zeros_like(tok_lp[:, :1]), tok_lp], dim=1)  # [B, T], aligned to x_t
         t = torch.arange(tok_lp.size(1), device=tok_lp.device)
         inside = (t[None, None, :] >= batch.step_starts[..., None]) & (t[None, None, :] <= batch.step_positions[..., None])

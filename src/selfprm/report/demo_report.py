@@ -42,7 +42,7 @@ def write_demo_report(metrics: dict[str, Any], out: Path) -> str:
         "",
         table,
         "",
-        f"*Policy*: tiny GPT-2 trained from scratch, sampled at T={p['temperature']}; wrong final answer on "
+        f"*Policy*: tiny causal LM trained from scratch, sampled at T={p['temperature']}; wrong final answer on "
         f"{p['error_rate']:.1%} of test solutions, {p['step_error_rate']:.1%} of steps unsound, "
         f"{p['lucky_or_recovered_rate']:.1%} of solutions right despite an unsound step (recovered or lucky), "
         f"{p['truncated_rate']:.1%} truncated; {p['steps_per_solution']:.1f} steps and "
