@@ -45,8 +45,8 @@ class TinyLMConfig:
     fixed number of characters back wherever the step sits, which rotary positions express once
     and learned absolute positions (``"gpt2"``) must learn at every offset. Measured on arith
     (3-6 operations, T=0.7): after 600 SFT steps at width 64, Llama wrote 16% of steps sound and
-    GPT-2 1%; GPT-2 reached 89% after 1500 steps (177 s on 2 cores), Llama at width 128 after 400
-    (132 s). Width matters as much: Llama at width 96 had 20% sound steps after 400.
+    GPT-2 1%; GPT-2 reached 89% after 1500 steps (about 180 s on 2 cores at the pace of
+    its 600-step run), Llama at width 128 after 400 (132 s). Width matters as much: Llama at width 96 had 20% sound steps after 400.
     """
 
     arch: str = "llama"  # "llama" or "gpt2"
