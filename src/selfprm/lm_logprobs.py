@@ -22,4 +22,10 @@ def pad_right(sequences: Sequence[Sequence[int]], pad_id: int, device=None) -> t
 def next_token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """``log π(y_t | y_<t)`` for t = 1..W-1, shape ``[B, W-1]`` (padding positions hold garbage: mask them)."""
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float() / temperature
-    return torch.gather(F.log_softmax(logits, -1), 2, ids[:, 1:, None]).squeeze(-1)
+    return logprobs_of_next(logits, ids)
+
+
+def logprobs_of_next(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``log softmax(logits)`` at the token each position predicts: ``logits[..., t, :]`` scores
+    ``ids[..., t + 1]``, so ``logits`` holds one position fewer than ``ids``."""
+    return torch.gather(F.log_softmax(logits.float(), -1), -1, ids[..., 1:, None]).squeeze(-1)

@@ -35,6 +35,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from selfprm.lm_logprobs import logprobs_of_next
+
 
 @dataclass
 class PRMConfig:
@@ -150,10 +152,8 @@ class ProcessRewardModel(nn.Module):
         if batch.step_starts is None:
             raise ValueError("surprise features need step_starts from encode()")
         # one row at a time: [T, V] logits stay small even for a 150k-token vocabulary
-        tok_lp = torch.stack([
-            self.lm_head(hidden[i, :-1]).float().log_softmax(-1).gather(-1, batch.input_ids[i, 1:, None]).squeeze(-1)
-            for i in range(hidden.size(0))
-        ])  # log p(x_t), t >= 1
+        tok_lp = torch.stack([logprobs_of_next(self.lm_head(hidden[i, :-1]), batch.input_ids[i])
+                              for i in range(hidden.size(0))])  # log p(x_t), t >= 1
         tok_lp = torch.cat([torch.zeros_like(tok_lp[:, :1]), tok_lp], dim=1)  # [B, T], aligned to x_t
         t = torch.arange(tok_lp.size(1), device=tok_lp.device)
         inside = (t[None, None, :] >= batch.step_starts[..., None]) & (t[None, None, :] <= batch.step_positions[..., None])
