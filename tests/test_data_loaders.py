@@ -37,6 +37,7 @@ def test_shared_data_dir_follows_the_environment(monkeypatch, tmp_path):
         shared_path("processbench", "gsm8k.json")
 
 
+@pytest.mark.needs_data
 @pytest.mark.parametrize("split, n, n_ok", [("gsm8k", 400, 193), ("math", 1000, 406),
                                             ("olympiadbench", 1000, 339), ("omnimath", 1000, 241)])
 def test_processbench_splits(split, n, n_ok):
@@ -45,12 +46,14 @@ def test_processbench_splits(split, n, n_ok):
     assert all(t.first_error == t.meta["label"] for t in trajs)
 
 
+@pytest.mark.needs_data
 def test_processbench_spot_check():
     t = load_processbench("gsm8k")[0]
     assert t.problem.id == "gsm8k-0" and t.meta["generator"] == "Qwen2-7B-Instruct"
     assert t.first_error == 1 and t.outcome is False and t.problem.prompt.startswith("Sue lives")
 
 
+@pytest.mark.needs_data
 def test_gsm8k_problems_and_references():
     train, test = load_gsm8k("train"), load_gsm8k("test")
     assert len(train) == 7473 and len(test) == 1319
@@ -66,6 +69,7 @@ def test_gsm8k_problems_and_references():
     assert not verify_reference(bad)  # a calculation that does not compute
 
 
+@pytest.mark.needs_data
 def test_gsm8k_example_solutions():
     sols = load_gsm8k_example_solutions()
     assert len(sols) == 1319 * 4
@@ -76,6 +80,7 @@ def test_gsm8k_example_solutions():
     assert all(answers_match(t.final_answer, t.problem.answer) == t.outcome for t in sols[:40])
 
 
+@pytest.mark.needs_data
 def test_math500():
     probs = load_math500()
     assert len(probs) == 500 and probs[0].meta["subject"] == "Precalculus"
@@ -85,6 +90,7 @@ def test_math500():
     assert not check_math_solution("so \\boxed{(3, \\pi)}", probs[0])
 
 
+@pytest.mark.needs_data
 def test_prmbench():
     trajs = load_prmbench()
     assert len(trajs) == 394
@@ -95,6 +101,7 @@ def test_prmbench():
     assert sum(bool(t.meta["out_of_range_error_steps"]) for t in trajs) == 11
 
 
+@pytest.mark.needs_data
 def test_math_shepherd_format():
     trajs = load_math_shepherd(shared_path("format_samples", "samples_math-shepherd.jsonl"))
     assert len(trajs) == 7
@@ -104,6 +111,7 @@ def test_math_shepherd_format():
     assert t.oracle_labels == [True, True, True, True, False]
 
 
+@pytest.mark.needs_data
 def test_prm800k_format():
     trajs = load_prm800k(shared_path("format_samples", "samples_prm800k.jsonl"))
     assert len(trajs) == 6
@@ -149,6 +157,7 @@ def test_answers_and_extraction():
     assert extract_boxed("so \\boxed{\\frac{a}{b}} done") == "\\frac{a}{b}"
 
 
+@pytest.mark.needs_data
 def test_split_by_problem_keeps_each_problem_on_one_side():
     trajs = load_processbench("math")
     held, rest = split_by_problem(trajs, 0.5, seed=0)
@@ -160,6 +169,7 @@ def test_split_by_problem_keeps_each_problem_on_one_side():
     assert len(left) == (1319 - 375) * 4
 
 
+@pytest.mark.needs_data
 def test_export_stepwise_round_trips(tmp_path):
     trajs = load_processbench("gsm8k")[:3]
     assert export_stepwise(tmp_path / "full.jsonl", trajs) == 3

@@ -1,14 +1,13 @@
 """Probe/decoder sanity and one end-to-end run of the study at smoke-test size."""
 
-import argparse
 import json
 
 import pytest
 import torch
 
-from selfprm.jepa import cli
 from selfprm.jepa.intent import ProbeConfig, TextDecoderConfig, evaluate_heads, token_f1, train_probe, train_text_decoder
-from selfprm.jepa.study import StudyConfig, run_study
+from selfprm.cli import main
+from selfprm.studies import jepa as study
 from selfprm.jepa.ui_streams import Intent
 
 
@@ -37,8 +36,8 @@ def test_probe_and_decoder_learn_separable_intents():
 
 
 @pytest.mark.slow
-def test_run_study_end_to_end(tmp_path, monkeypatch):
-    metrics = run_study(StudyConfig.tiny(), progress=False)
+def test_run_study_end_to_end(tmp_path):
+    metrics = study.compare(study.PRESETS["tiny"](), progress=False)
     assert set(metrics["methods"]) == {"jepa", "scratch", "mae"}
     for per_k in metrics["methods"].values():
         assert set(per_k) == {"1", "2"}
@@ -48,13 +47,13 @@ def test_run_study_end_to_end(tmp_path, monkeypatch):
     assert history and all(h["embedding_std"] > 0 for h in history)
     assert metrics["pretraining"]["jepa"]["steps"] == metrics["pretraining"]["mae"]["steps"]
 
-    # The CLI contract, with the study shrunk to smoke-test size.
-    monkeypatch.setattr(cli.StudyConfig, "quick", classmethod(lambda cls, seed=0: StudyConfig.tiny(seed)))
-    parser = argparse.ArgumentParser()
-    cli.add_arguments(parser)
+    # The CLI contract, at smoke-test size; a rerun reads the cached comparison back
     out = tmp_path / "jepa"
-    result = cli.run(parser.parse_args(["--quick", "--out", str(out)]))
+    result = main(["jepa", "--preset", "tiny", "--out", str(out), "--no-progress"])
     saved = json.loads((out / "jepa_metrics.json").read_text())
+    mark = (out / "comparison" / ".stage-done.json").stat().st_mtime_ns
+    assert main(["jepa", "--preset", "tiny", "--out", str(out), "--no-progress"])["methods"] == result["methods"]
+    assert (out / "comparison" / ".stage-done.json").stat().st_mtime_ns == mark
     assert saved["methods"] == json.loads(json.dumps(result["methods"]))
     assert (out / "jepa_accuracy.png").stat().st_size > 1000
     assert "| jepa |" in (out / "jepa_report.md").read_text()

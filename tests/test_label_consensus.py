@@ -63,3 +63,24 @@ def test_consensus_of_mc_and_omega_charges_both(domain):
 def test_consensus_needs_a_second_opinion(domain):
     with pytest.raises(ValueError, match="second"):
         run_label_source("consensus", _pool(domain), None, primary="oracle", second=None)
+
+
+def test_consensus_passes_its_progress_to_both_sources(domain, monkeypatch):
+    import selfprm.labels.consensus as consensus
+    from selfprm.labels import get_label_source
+
+    seen = []
+
+    class _Recording:
+        def __init__(self, inner):
+            self.inner, self.name, self.prm_loss = inner, inner.name, inner.prm_loss
+
+        def label(self, trajectories, policy=None, *, progress=False):
+            seen.append((self.name, progress))
+            return self.inner.label(trajectories, policy, progress=progress)
+
+    monkeypatch.setattr(consensus, "get_label_source", lambda name, **kw: _Recording(get_label_source(name, **kw)))
+    pool = _pool(domain)
+    run_label_source("consensus", pool, None, primary="oracle", second="outcome")
+    run_label_source("consensus", pool, None, primary="oracle", second="outcome", progress=True)
+    assert seen == [("oracle", False), ("outcome", False), ("oracle", True), ("outcome", True)]

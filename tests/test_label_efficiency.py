@@ -1,14 +1,17 @@
 import argparse
 import json
 import math
+from dataclasses import dataclass
 
 import pytest
 
 from selfprm.domains.arith import ArithConfig
-from selfprm.label_efficiency import (Budgeted, LabelEfficiencyConfig, omega_vs_mc, run_label_efficiency,
-                                      score_labels)
-from selfprm.label_efficiency_cli import add_arguments, config_from_args
-from selfprm.policies.tiny import TinyLMConfig
+from selfprm.cli import add_study_arguments, config_from_args
+from selfprm.labels.base import LABEL_SOURCES
+from selfprm.policies.tiny import SFTConfig, TinyLMConfig
+from selfprm.studies import label_efficiency as study
+from selfprm.studies.label_efficiency import Budgeted, LabelEfficiencyConfig, omega_vs_mc, score_labels
+from selfprm.studies.label_efficiency import run as run_label_efficiency
 from selfprm.types import StepLabels
 
 
@@ -62,21 +65,59 @@ def test_simulated_study_writes_json_and_png(tmp_path):
 
 def test_cli_arguments():
     ap = argparse.ArgumentParser()
-    add_arguments(ap)
+    add_study_arguments(ap, study)
     args = ap.parse_args([])
-    assert args.out == "runs/label_efficiency" and not args.quick and args.seed == 0
-    quick = config_from_args(ap.parse_args(["--quick", "--seed", "3"]))
-    assert quick.quick and quick.seed == 3 and quick.policy == "simulated"
-    assert config_from_args(ap.parse_args(["--quick", "--policy", "hf"])).policy == "hf"
-    sized = config_from_args(ap.parse_args(["--problems", "40", "--samples", "3"]))
+    assert args.out == "runs/label_efficiency" and args.preset == "full"
+    assert config_from_args(study, args) == LabelEfficiencyConfig()
+    quick = config_from_args(study, ap.parse_args(["--quick", "--seed", "3"]))
+    assert quick.seed == 3 and quick.policy == "simulated" and quick.entries["mc"].budgets == [
+        {"n_rollouts": k} for k in (1, 2, 4)]
+    assert config_from_args(study, ap.parse_args(["--quick", "--policy", "hf"])).policy == "hf"
+    sized = config_from_args(study, ap.parse_args(["--n-problems", "40", "--samples-per-problem", "3"]))
     assert (sized.n_problems, sized.samples_per_problem) == (40, 3)
+    with pytest.raises(ValueError, match="policy"):
+        config_from_args(study, ap.parse_args(["--policy", "nope"]))
+
+
+@dataclass
+class _Broken:
+    """A source that raises: the study must fail on it, not record it as done."""
+
+    name: str = "broken"
+    prm_loss: str = "bce"
+
+    def label(self, trajectories, policy=None, *, progress=False):
+        raise RuntimeError("rollout server went away")
+
+
+@pytest.fixture
+def broken_source():
+    LABEL_SOURCES.register("broken", _Broken)
+    yield "broken"
+    LABEL_SOURCES._entries.pop("broken")
+
+
+def test_a_failing_source_fails_the_study_and_keeps_the_finished_cells(tmp_path, broken_source):
+    cfg = LabelEfficiencyConfig(policy="simulated", n_problems=6, samples_per_problem=2, entries={
+        "outcome": Budgeted("outcome", [{}]), "broken": Budgeted("broken", [{}]), "mc": Budgeted("mc", [{"n_rollouts": 1}])})
+    with pytest.raises(RuntimeError, match="broken.*rollout server went away"):
+        run_label_efficiency(cfg, tmp_path, progress=False)
+    assert not (tmp_path / "label_efficiency.json").exists()  # no report that looks complete
+    done = {p.parent.parent.name for p in tmp_path.glob("cells/*/*/.stage-done.json")}
+    assert done == {"outcome", "mc"}  # the cells before and after the failure ran and are kept
+    # a rerun without the broken source finishes from the kept cells, relabelling nothing
+    del cfg.entries["broken"]
+    marks = {p: p.stat().st_mtime_ns for p in tmp_path.glob("cells/*/*/.stage-done.json")}
+    rep = run_label_efficiency(cfg, tmp_path, progress=False)
+    assert set(rep["sources"]) == {"outcome", "mc"} and not rep.get("failed")
+    assert {p: p.stat().st_mtime_ns for p in marks} == marks
 
 
 @pytest.mark.slow
 def test_label_efficiency_end_to_end_with_the_tiny_hf_policy(tmp_path):
     cfg = LabelEfficiencyConfig(
         policy="hf", domain=ArithConfig(min_ops=2, max_ops=3), lm=TinyLMConfig(n_layer=1, n_head=2, n_embd=32, n_positions=96),
-        sft_steps=20, n_sft_problems=200, max_new_tokens=30, n_problems=3, samples_per_problem=2,
+        sft=SFTConfig(steps=20, warmup=2), n_sft_problems=200, max_new_tokens=30, n_problems=3, samples_per_problem=2,
         entries={
             "mc": Budgeted("mc", [{"n_rollouts": 1}]),
             "omega": Budgeted("omega", [{"n_rollouts": 1}]),
@@ -89,5 +130,5 @@ def test_label_efficiency_end_to_end_with_the_tiny_hf_policy(tmp_path):
     assert set(rep["sources"]) == {"mc", "omega", "mcts", "tree", "consensus", "implicit"}
     assert rep["sources"]["implicit"][0]["policy_tokens"] == 0
     assert rep["sources"]["mc"][0]["policy_tokens"] > 0
-    assert (tmp_path / "policy" / "selfprm_sft.json").exists()  # the policy is cached under DIR
+    assert (tmp_path / "policy" / "model" / "config.json").exists()  # the policy is cached under DIR
     assert (tmp_path / "label_efficiency.png").exists()

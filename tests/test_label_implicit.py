@@ -46,16 +46,18 @@ def test_outcome_training_separates_right_from_wrong_and_step_rewards_are_differ
     pool = _pool(domain, 8)
     pol = HFPolicy(tiny_lm, char_tokenizer, domain, HFPolicyConfig())
     before = [p.detach().clone() for p in tiny_lm.parameters()]
-    src = ImplicitPRMLabels(beta=0.5, train_steps=40, batch_size=8, lr=3e-3, progress=False)
+    src = ImplicitPRMLabels(beta=0.5, train_steps=40, batch_size=8, lr=3e-3)
+    assert src.model_ is None and src.losses_ is None and src.train_seconds_ is None  # nothing fitted yet
     q_labels = src.label(pool, pol)
     assert all(torch.equal(a, b) for a, b in zip(before, tiny_lm.parameters()))  # π_ref is left untouched
-    assert np.mean(src.losses[-5:]) < np.mean(src.losses[:5])
+    assert len(src.losses_) == 40 and np.mean(src.losses_[-5:]) < np.mean(src.losses_[:5])
+    assert src.train_seconds_ > 0 and src.model_ is not None and src.model_ is not tiny_lm
     last = [l.values[-1] for l in q_labels]  # σ(q_T): the implied chance the solution is right
     right = [v for v, t in zip(last, pool) if t.outcome]
     wrong = [v for v, t in zip(last, pool) if not t.outcome]
     assert min(right) > max(wrong)
     # label_kind="reward": σ(q_k - q_{k-1}), the change of the log-ratio across step k
-    src2 = ImplicitPRMLabels(beta=0.5, train_steps=40, batch_size=8, lr=3e-3, label_kind="reward", progress=False)
+    src2 = ImplicitPRMLabels(beta=0.5, train_steps=40, batch_size=8, lr=3e-3, label_kind="reward")
     r_labels = src2.label(pool, HFPolicy(tiny_lm, char_tokenizer, domain, HFPolicyConfig()))
     logit = lambda v: math.log(v / (1 - v))  # noqa: E731
     for ql, rl in zip(q_labels, r_labels):

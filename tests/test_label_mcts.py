@@ -1,4 +1,3 @@
-import math
 
 import pytest
 
@@ -80,8 +79,10 @@ def test_mcts_q_labels_and_preference_pairs_with_a_perfect_solver():
     assert bad.first_error == 1 and not bad.outcome
     perfect = SimulatedPolicy(domain, SimulatedPolicyConfig(
         error_rate={"easy": 0, "medium": 0, "hard": 0}, recovery_rate=0, extra_step_rate=0, answer_error_rate=0))
-    src = MCTSLabels(n_simulations=6, progress=False)
+    src = MCTSLabels(n_simulations=6)
+    assert src.trees_ is None and src.preference_pairs() == []  # nothing fitted yet
     r = run_label_source(src, [bad], perfect)
+    assert set(src.trees_) == {p.id}
     q = r.labels[0].values
     # the sound first step's subtree holds the solver's successes; the wrong step has only failures
     assert q[0] > 0.5 and q[1] == 0.0 and q[2] == 0.0

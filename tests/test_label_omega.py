@@ -89,13 +89,15 @@ def test_tree_records_and_extra_searches_export_soft_labels():
     trajs = [_planted(domain, 8, 5)]
     noisy = SimulatedPolicy(domain, SimulatedPolicyConfig(error_rate={"easy": 0.2, "medium": 0.2, "hard": 0.2},
                                                           recovery_rate=0, extra_step_rate=0, seed=1))
-    src = OmegaLabels(n_rollouts=4, progress=False)
+    src = OmegaLabels(n_rollouts=4)
+    assert src.estimator_ is None and src.records() == [] and src.training_pairs() == []  # nothing fitted yet
     base = src.label(trajs, noisy)
+    assert src.estimator_ is not None
     n_base = len(src.records())
     assert n_base == base[0].rollouts // 4
     for rec in src.records():
         assert 0.0 <= rec["mc"] <= 1.0 and rec["visits"] >= 1
-    more = OmegaLabels(n_rollouts=4, extra_searches=3, progress=False)
+    more = OmegaLabels(n_rollouts=4, extra_searches=3)
     extra = more.label(trajs, SimulatedPolicy(domain, noisy.config))
     assert len(more.records()) >= n_base and extra[0].policy_tokens >= base[0].policy_tokens
     pairs = more.training_pairs()

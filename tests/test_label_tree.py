@@ -56,15 +56,14 @@ def test_tree_labels_on_a_3_step_chain_by_hand(domain):
                       oracle_labels=[True, False, False], tokens_generated=30)
     pol = _ByPrefix(domain)
     # one tree (M = 1), one round of N = 2 branches: the chain has exactly two inner nodes, [s1] and [s1, s2]
-    r = run_label_source(TreeRolloutLabels(m_trees=1, l_rounds=1, n_branches=2, progress=False), [seed], pol)
+    r = run_label_source(TreeRolloutLabels(m_trees=1, l_rounds=1, n_branches=2), [seed], pol)
     assert sorted(pol.calls[0]) == [1, 2]
     # leaves: the chain (R = 0), s1 -> b1 b1 (R = 1), s1 s2 -> b2 (R = 0): mean 1/3, std 0.4714.
     # With M = 1 the inter- and intra-tree terms coincide: Â = 2 (R - 1/3) / 0.4714 = -1.4142, 2.8284, -1.4142
     # credit(s1) = mean of all three = 0 -> σ = 0.5;  credit(s2) = credit(s3) = -1.4142 -> σ = 0.1956
     assert r.labels[0].values == pytest.approx([0.5, 0.1956, 0.1956], abs=1e-4)
     assert r.policy_tokens == 2 * 10 and r.rollouts == 2 and r.prm_loss == "soft_bce"
-    value = run_label_source(TreeRolloutLabels(m_trees=1, l_rounds=1, n_branches=2, label_kind="value",
-                                               progress=False), [seed], _ByPrefix(domain))
+    value = run_label_source(TreeRolloutLabels(m_trees=1, l_rounds=1, n_branches=2, label_kind="value"), [seed], _ByPrefix(domain))
     assert value.labels[0].values == pytest.approx([1 / 3, 0.0, 0.0])
 
 
@@ -72,13 +71,13 @@ def test_tree_grows_m_trees_of_1_plus_l_n_leaves_and_keeps_k(domain):
     probs = domain.sample_problems(2, seed=1)
     pool = [Trajectory(problem=p, steps=["a", "b", "c"], final_answer="0", outcome=False,
                        oracle_labels=[True] * 3, tokens_generated=5) for p in probs]
-    src = TreeRolloutLabels(m_trees=3, l_rounds=2, n_branches=2, k_leaves=4, progress=False)
+    src = TreeRolloutLabels(m_trees=3, l_rounds=2, n_branches=2, k_leaves=4)
     forest = src.label_trees(pool, _ByPrefix(domain))
     for p in probs:
         trees = forest[p.id]
         assert len(trees) == 3 and all(len(t["leaves"]) == 4 for t in trees)
         assert trees[0]["leaves"][0] is pool[probs.index(p)]  # the pool trajectory stays its tree's root chain
-    r = run_label_source(TreeRolloutLabels(m_trees=3, l_rounds=2, n_branches=2, progress=False), pool, _ByPrefix(domain))
+    r = run_label_source(TreeRolloutLabels(m_trees=3, l_rounds=2, n_branches=2), pool, _ByPrefix(domain))
     # per problem: 2 sampled roots + 3 trees x 2 rounds x 2 branches, 10 tokens each
     assert r.rollouts == 2 * (2 + 12) and r.policy_tokens == 2 * (2 + 12) * 10
     assert all(len(l.values) == 3 and l.soft for l in r.labels)

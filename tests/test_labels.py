@@ -130,3 +130,67 @@ def test_mc_needs_a_policy(domain):
     good, *_ = _setup(domain)
     with pytest.raises(ValueError, match="policy"):
         run_label_source("mc", [good], None)
+
+
+def test_human_labels_mark_only_the_first_error_by_hand(domain):
+    good, bad, recovered, _ = _setup(domain)
+    r = run_label_source("human", [good, bad, recovered])
+    # oracle: good [T, T, T], bad [T, F, F], recovered [T, F, T, T] (the redo fixes step 1)
+    assert [l.values for l in r.labels] == [[1, 1, 1], [1, 0, 0], [1, 0, 0, 0]]
+    # nothing is claimed after the first error: weight 1 up to and including it, 0 after
+    assert [l.weights for l in r.labels] == [None, [1, 1, 0], [1, 1, 0, 0]]
+    assert r.prm_loss == "bce" and r.policy_tokens == 0 and r.rollouts == 0
+    assert {l.source for l in r.labels} == {"human"}
+    good.oracle_labels = None
+    with pytest.raises(ValueError, match="'p'"):
+        run_label_source("human", [good])
+
+
+def test_run_label_source_passes_progress_and_refuses_settings_for_an_instance(domain):
+    good, *_ = _setup(domain)
+    seen = []
+
+    class _Recorder:
+        name, prm_loss = "rec", "bce"
+
+        def label(self, trajectories, policy=None, *, progress=False):
+            seen.append(progress)
+            return [None] * len(trajectories)
+
+    run_label_source(_Recorder(), [good])
+    run_label_source(_Recorder(), [good], progress=True)
+    assert seen == [False, True]
+    with pytest.raises(TypeError, match="n_rollouts"):
+        run_label_source(_Recorder(), [good], n_rollouts=2)
+
+
+def test_sharded_labeling_resumes_from_finished_shards(domain, tmp_path):
+    from selfprm.labels.sharded import run_label_source_sharded
+
+    probs = domain.sample_problems(5, seed=0)
+    pool = [t for g in SimulatedPolicy(domain).sample(probs, 1) for t in g]  # 5 trajectories: shards of 2, 2, 1
+
+    class _Counting:
+        """mc labels, recording which trajectories it was asked to label and the policy's seed."""
+
+        name, prm_loss = "mc", "soft_bce"
+
+        def __init__(self):
+            self.asked, self.inner = [], get_label_source("mc", n_rollouts=2)
+
+        def label(self, trajectories, policy=None, *, progress=False):
+            self.asked.append([t.problem.id for t in trajectories])
+            return self.inner.label(trajectories, policy, progress=progress)
+
+    first = _Counting()
+    whole = run_label_source_sharded(first, pool, SimulatedPolicy(domain), tmp_path, shard_size=2, seed=3)
+    assert len(first.asked) == 3 and len(whole.labels) == 5
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["shard-00000.json", "shard-00001.json", "shard-00002.json"]
+    # a job killed while writing shard 1: its completion mark never appeared
+    (tmp_path / "shard-00001.json").unlink()
+    again = _Counting()
+    resumed = run_label_source_sharded(again, pool, SimulatedPolicy(domain), tmp_path, shard_size=2, seed=3)
+    assert again.asked == [[pool[2].problem.id, pool[3].problem.id]]  # only the unfinished shard is redone
+    # reseeded per shard, so the redone shard gets exactly the labels of the uninterrupted run
+    assert [(l.values, l.policy_tokens) for l in resumed.labels] == [(l.values, l.policy_tokens) for l in whole.labels]
+    assert resumed.prm_loss == "soft_bce" and resumed.policy_tokens == whole.policy_tokens

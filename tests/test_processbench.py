@@ -61,6 +61,7 @@ def test_unscored_steps_are_counted_not_flagged():
     assert r.f1 == pytest.approx(1.0) and r.unscored == 2 and r.n == 2
 
 
+@pytest.mark.needs_data
 def test_real_gsm8k_split_with_oracle_and_trivial_predictions():
     trajs = load_processbench("gsm8k")
     labels = [t.first_error for t in trajs]

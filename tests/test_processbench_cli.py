@@ -1,13 +1,12 @@
 """``selfprm eval processbench`` end to end on a tiny PRM, and the real-text backbones."""
 
-import argparse
 import json
 import math
 
 import pytest
 import torch
 
-from selfprm.eval import processbench_cli
+from selfprm.cli import main
 from selfprm.eval.processbench import scores_from_predictions, split_result
 from selfprm.prm.backbones import MINILM_SEPARATOR, causal_lm_prm, check_step_marker, freeze_bottom, load_minilm
 from selfprm.prm.model import PRMConfig, ProcessRewardModel
@@ -68,12 +67,9 @@ def test_cli_on_any_processbench_format_file(tmp_path, minilm_tokenizer):
              "label": -1 if i % 2 else 1} for i in range(6)]
     (tmp_path / "gsm8k.json").write_text(json.dumps(recs))
     (tmp_path / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs[:4]))
-    parser = argparse.ArgumentParser()
-    processbench_cli.add_arguments(parser)
-    args = parser.parse_args(["--prm", str(tmp_path / "prm"), "--data", str(tmp_path / "gsm8k.json"),
-                              str(tmp_path / "mine.jsonl"), "--out", str(tmp_path / "out"), "--batch-size", "4",
-                              "--no-progress"])
-    res = processbench_cli.run(args)
+    res = main(["eval", "processbench", "--prm", str(tmp_path / "prm"),
+                "--data", f"{tmp_path / 'gsm8k.json'},{tmp_path / 'mine.jsonl'}", "--out", str(tmp_path / "out"),
+                "--batch-size", "4", "--no-progress"])
     assert res["threshold_source"] == "tuned on gsm8k"
     assert set(res["f1"]) == {"gsm8k", "mine", "average"}
     saved = json.loads((tmp_path / "out" / "processbench.json").read_text())

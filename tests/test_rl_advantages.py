@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from selfprm.rl.grpo import broadcast, group_normalise, grpo_loss, token_logprobs
-from selfprm.rl.prm import normalise_step_rewards, step_token_advantages
+from selfprm.rl.prm_reward import normalise_step_rewards, step_token_advantages
 from selfprm.rl.r3 import r3_kept_steps, r3_stage, r3_start_states
 from selfprm.rl.rollout import ANSWER_SEGMENT, OTHER_SEGMENT, Rollout, token_segments
 from selfprm.rl.srl import keep_spread_groups, srl_reward, well_formed

@@ -12,6 +12,7 @@ a broken shard of a labeling job is found without a debugger.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -263,14 +264,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def to_strict_json(obj: Any) -> Any:
-    """``obj`` with every NaN/inf float replaced by None, so any JSON parser reads the result."""
+    """``obj`` with every NaN/inf float replaced by None (numpy scalars and arrays made plain), so
+    any JSON parser reads the result."""
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalar or array
+        obj = obj.tolist()
     if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: to_strict_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_strict_json(v) for v in obj]
     return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    """The one JSON writer: atomic, and NaN/inf written as ``null`` (strict JSON)."""
+    atomic_write_text(path, json.dumps(to_strict_json(obj), indent=indent, default=str))
 
 
 def write_trajectories(

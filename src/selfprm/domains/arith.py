@@ -54,7 +54,18 @@ def apply_op(value: int, op: str, operand: int, modulus: int) -> int:
 
 @dataclass
 class ArithConfig:
-    """Knobs of the ``arith`` domain (see the module docstring for what each reproduces)."""
+    """Knobs of the ``arith`` domain (see the module docstring for what each reproduces).
+
+    Parameters:
+        min_ops: fewest operations in a chain.
+        max_ops: most operations in a chain.
+        modulus: values live modulo this.
+        answer_modulus: the answer asked for is the last value modulo this (smaller: more lucky answers).
+        op_weights: how often each operation is drawn (``+`` easy, ``-`` medium, ``*`` hard).
+        operand_max: largest operand of each operation.
+        recovery_rate: how often a worked solution errs and redoes the step (the ``redo:`` line).
+        extra_step_rate: how often a worked solution adds a harmless identity step.
+    """
 
     min_ops: int = 3
     max_ops: int = 6

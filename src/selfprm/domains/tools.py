@@ -43,12 +43,22 @@ def calc(a: int, op: str, b: int) -> int:
 
 @dataclass
 class ToolsConfig:
+    """Knobs of the ``tools`` domain.
+
+    Parameters:
+        min_ops: fewest operations in a chain.
+        max_ops: most operations in a chain.
+        start_max: largest start value.
+        op_weights: how often each operation is drawn.
+        operand_max: largest operand of each operation.
+        mental_rate: how often worked solutions do an easy step (both numbers below 10, not a product) in the head.
+    """
+
     min_ops: int = 2
     max_ops: int = 4
     start_max: int = 20
     op_weights: dict[str, float] = field(default_factory=lambda: {"+": 0.4, "-": 0.2, "*": 0.4})
     operand_max: dict[str, int] = field(default_factory=lambda: {"+": 20, "-": 9, "*": 5})
-    # worked solutions do an easy step (both numbers below 10, not a product) in the head this often
     mental_rate: float = 0.5
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -105,28 +104,27 @@ class BestOfN:
     problems: int
 
 
-def best_of_n(
-    groups: Sequence[Sequence[tuple[str | None, bool, float]]], n: int, seed: int = 0
-) -> BestOfN:
+def best_of_n(groups: Sequence[Sequence[tuple[str | None, bool, float]]], n: int) -> BestOfN:
     """Accuracy of picking one of ``n`` solutions per problem.
 
     Each group holds ``(final_answer, correct, prm_score)`` for the samples of one problem (at
-    least ``n``; the first ``n`` are used). The PRM picks its highest score; majority vote picks
-    the most common answer (ties broken at random); ``random_pick`` is the expected accuracy of a
+    least ``n``; the first ``n`` are used). The picks are :mod:`selfprm.search.best_of_n`'s, the
+    one implementation of them: the PRM takes its highest score, majority vote the most common
+    answer, both breaking a tie by the first solution met (samples come in random order, so this
+    is a random tie-break that needs no generator). ``random_pick`` is the expected accuracy of a
     uniform pick, computed exactly; ``oracle_pick`` is right when any sample is.
     """
-    rng = np.random.default_rng(seed)
+    from selfprm.search.best_of_n import best_of_n_pick, majority_vote_pick
+
     prm = mv = rnd = orc = 0.0
     for g in groups:
         g = list(g)[:n]
         if len(g) < n:
             raise ValueError(f"a group has {len(g)} samples, fewer than n={n}")
-        prm += g[int(np.argmax([s for _, _, s in g]))][1]
-        counts = Counter(a for a, _, _ in g if a is not None)
-        if counts:
-            top = max(counts.values())
-            winners = sorted(a for a, c in counts.items() if c == top)
-            pick = winners[int(rng.integers(len(winners)))]
+        answers = [a for a, _, _ in g]
+        prm += g[best_of_n_pick(answers, [s for _, _, s in g])][1]
+        pick = majority_vote_pick(answers)
+        if pick is not None:
             mv += next(ok for a, ok, _ in g if a == pick)
         rnd += sum(ok for _, ok, _ in g) / n
         orc += any(ok for _, ok, _ in g)

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
 from selfprm.eval.metrics import FirstErrorF1, first_error_f1, predicted_first_error, tune_threshold
-from selfprm.types import Trajectory
+from selfprm.types import Trajectory, to_strict_json
 
 TUNE_SPLIT = "gsm8k"
 
@@ -74,8 +74,8 @@ class ProcessBenchResult:
                 "f1": {**{k: v.f1 for k, v in self.splits.items()}, "average": self.average_f1}}
 
 
-def _none_if_nan(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+def _none_if_nan(x: float | None) -> float | None:
+    return to_strict_json(None if x is None else float(x))
 
 
 def split_result(name: str, step_scores: Sequence[Sequence[float]], labels: Sequence[int], threshold: float) -> SplitResult:
@@ -139,14 +139,14 @@ def score_trajectories_sorted(prm, trajectories: Sequence[Trajectory], batch_siz
 
 
 def format_table(result: ProcessBenchResult, title: str = "ProcessBench") -> str:
-    """A fixed-width table in percent, as the paper prints it."""
-    def pct(x: float | None) -> str:
-        return "   -" if x is None else f"{100 * x:5.1f}"
+    """The paper's table, in percent: one row per split, then the average F1."""
+    from selfprm.report.tables import cell, markdown_table
 
-    lines = [f"{title} (threshold {result.threshold:.2f}, {result.threshold_source})",
-             f"{'split':<16}{'n':>6}{'err':>6}{'ok':>6}{'acc_err':>9}{'acc_ok':>9}{'F1':>8}"]
-    for r in result.splits.values():
-        lines.append(f"{r.split:<16}{r.n:>6}{r.n_error:>6}{r.n_correct:>6}{pct(r.error_accuracy):>9}"
-                     f"{pct(r.correct_accuracy):>9}{pct(r.f1):>8}")
-    lines.append(f"{'average F1':<52}{pct(result.average_f1):>8}")
-    return "\n".join(lines)
+    def pct(x: float | None) -> str:
+        return cell(None if x is None else 100 * x, ".1f", "-")
+
+    rows = [[r.split, str(r.n), str(r.n_error), str(r.n_correct), pct(r.error_accuracy), pct(r.correct_accuracy),
+             pct(r.f1)] for r in result.splits.values()]
+    rows.append(["**average F1**", "", "", "", "", "", pct(result.average_f1)])
+    return (f"{title} (threshold {result.threshold:.2f}, {result.threshold_source})\n\n"
+            + markdown_table(["split", "n", "err", "ok", "acc_err", "acc_ok", "F1"], rows))

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from selfprm.report.tables import markdown_table as _table
+from selfprm.types import atomic_write_text, write_json
 
 
 def markdown_table(metrics: dict) -> str:
     """Methods x labels per intent, intent and slot accuracy (mean over label draws)."""
     methods = metrics["methods"]
     counts = list(next(iter(methods.values())))
-    header = "| method | " + " | ".join(f"{k}/intent: intent acc · slot acc" for k in counts) + " |"
-    lines = [header, "|---|" + "---|" * len(counts)]
     rows = {**methods, **{f"({name})": m for name, m in metrics.get("reference", {}).items()}}
-    for name, per_k in rows.items():
-        cells = [f"{per_k[k]['intent_accuracy']:.3f} · {per_k[k]['slot_accuracy']:.3f}" for k in counts]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    zs = ["", "Zero-shot (held-out intents): slot accuracy · text token F1", "",
-          "| method | " + " | ".join(counts) + " |", "|---|" + "---|" * len(counts)]
-    for name, per_k in rows.items():
-        cells = [f"{per_k[k]['zero_shot']['slot_accuracy']:.3f} · {per_k[k]['zero_shot']['text_token_f1']:.3f}" for k in counts]
-        zs.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + zs) + "\n"
+    seen = _table(["method", *(f"{k}/intent: intent acc · slot acc" for k in counts)],
+                  [[name, *(f"{per_k[k]['intent_accuracy']:.3f} · {per_k[k]['slot_accuracy']:.3f}" for k in counts)]
+                   for name, per_k in rows.items()])
+    zero_shot = _table(["method", *counts],
+                       [[name, *(f"{per_k[k]['zero_shot']['slot_accuracy']:.3f} · "
+                                 f"{per_k[k]['zero_shot']['text_token_f1']:.3f}" for k in counts)]
+                        for name, per_k in rows.items()])
+    return f"{seen}\n\nZero-shot (held-out intents): slot accuracy · text token F1\n\n{zero_shot}\n"
 
 
 def plot_accuracy(metrics: dict, path: Path) -> None:
@@ -54,11 +53,11 @@ def plot_accuracy(metrics: dict, path: Path) -> None:
 def write_report(metrics: dict, out_dir: Path) -> str:
     """Write jepa_metrics.json, jepa_report.md and jepa_accuracy.png; return the table."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "jepa_metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out_dir / "jepa_metrics.json", metrics)
     table = markdown_table(metrics)
     seconds = metrics.get("seconds", {})
     timing = ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())
-    (out_dir / "jepa_report.md").write_text(
+    atomic_write_text(out_dir / "jepa_report.md",
         "# UI-JEPA label-efficiency study\n\n"
         "Intent and slot accuracy on held-out recordings of the seen intents, "
         "mean over label draws. `(random_frozen)` is the untrained encoder under the same probe.\n\n"

@@ -8,10 +8,11 @@ what they cost, so sources compare on quality per policy token.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from selfprm.policies.base import Policy
+from selfprm.registry import Registry
 from selfprm.types import StepLabels, Trajectory
 
 
@@ -21,12 +22,36 @@ class LabelSource(Protocol):
 
     ``prm_loss`` names the PRM loss its labels are meant for: ``"bce"`` (hard labels),
     ``"soft_bce"`` (soft labels) or ``"spr"`` (MetaStone-S1's self-supervised loss).
+
+    A source's dataclass fields are its configuration; ``progress`` (show a progress bar, where
+    the source has a long loop) is a keyword of the call, not configuration. What a source keeps
+    from its last call ends in ``_`` (scikit-learn's convention for fitted state, e.g. ``omega``'s
+    ``estimator_``) and is None until the first call.
     """
 
     name: str
     prm_loss: str
 
-    def label(self, trajectories: Sequence[Trajectory], policy: Policy | None = None) -> list[StepLabels | None]: ...
+    def label(
+        self, trajectories: Sequence[Trajectory], policy: Policy | None = None, *, progress: bool = False
+    ) -> list[StepLabels | None]: ...
+
+
+@dataclass
+class PerTrajectoryLabels:
+    """Base of the free sources that label each trajectory from what it already carries (its
+    outcome, its oracle), one at a time and without calling the policy: subclasses set ``name``
+    (and ``prm_loss``) and write :meth:`label_one`."""
+
+    name: str = ""
+    prm_loss: str = "bce"
+
+    def label_one(self, t: Trajectory) -> StepLabels | None:
+        raise NotImplementedError
+
+    def label(self, trajectories: Sequence[Trajectory], policy: Policy | None = None, *,
+              progress: bool = False) -> list[StepLabels | None]:
+        return [self.label_one(t) for t in trajectories]
 
 
 @dataclass
@@ -54,37 +79,41 @@ class LabelResult:
 
 
 # name -> factory; factories take keyword arguments (the source's config fields).
-_REGISTRY: dict[str, Callable[..., LabelSource]] = {}
+LABEL_SOURCES: Registry[Callable[..., LabelSource]] = Registry("label source")
 
 
 def register(name: str) -> Callable[[Callable[..., LabelSource]], Callable[..., LabelSource]]:
-    def deco(factory: Callable[..., LabelSource]) -> Callable[..., LabelSource]:
-        if name in _REGISTRY:
-            raise ValueError(f"label source {name!r} registered twice")
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
+    """``@register("mc")`` on a source's class (or any factory of one)."""
+    return LABEL_SOURCES.register(name)
 
 
 def available_label_sources() -> list[str]:
-    return sorted(_REGISTRY)
+    return LABEL_SOURCES.names()
 
 
 def get_label_source(name: str, **kwargs: Any) -> LabelSource:
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown label source {name!r}; available: {', '.join(available_label_sources())}")
-    return _REGISTRY[name](**kwargs)
+    return LABEL_SOURCES.get(name)(**kwargs)
 
 
 def run_label_source(
-    source: LabelSource | str, trajectories: Sequence[Trajectory], policy: Policy | None = None, **kwargs: Any
+    source: LabelSource | str,
+    trajectories: Sequence[Trajectory],
+    policy: Policy | None = None,
+    *,
+    progress: bool = False,
+    **kwargs: Any,
 ) -> LabelResult:
-    """Label ``trajectories`` with ``source`` (an instance or a registered name) and time it."""
+    """Label ``trajectories`` with ``source`` (an instance or a registered name) and time it.
+
+    ``kwargs`` configure a source given by name; an instance is already configured, so passing
+    them with one is an error rather than silently ignored. ``progress`` goes to ``label()``.
+    """
     if isinstance(source, str):
         source = get_label_source(source, **kwargs)
+    elif kwargs:
+        raise TypeError(f"source settings {sorted(kwargs)} go with a source name, not a {type(source).__name__} instance")
     t0 = time.perf_counter()
-    labels = source.label(trajectories, policy)
+    labels = source.label(trajectories, policy, progress=progress)
     if len(labels) != len(trajectories):
         raise RuntimeError(f"{source.name} returned {len(labels)} label sets for {len(trajectories)} trajectories")
     for traj, lab in zip(trajectories, labels):

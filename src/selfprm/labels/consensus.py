@@ -49,28 +49,25 @@ class ConsensusLabels:
     primary_kwargs: dict[str, Any] = field(default_factory=dict)
     second_kwargs: dict[str, Any] = field(default_factory=dict)
     judge: Any = None  # a Policy whose final answer is a first-error index; replaces ``second``
-    progress: bool = True
     name: str = "consensus"
-
-    def _source(self, name: str, kwargs: dict[str, Any]) -> LabelSource:
-        src = get_label_source(name, **kwargs)
-        if hasattr(src, "progress"):
-            src.progress = self.progress
-        return src
 
     @property
     def prm_loss(self) -> str:
-        return self._source(self.primary, self.primary_kwargs).prm_loss
+        return get_label_source(self.primary, **self.primary_kwargs).prm_loss
 
-    def label(self, trajectories: Sequence[Trajectory], policy: Policy | None = None) -> list[StepLabels | None]:
+    def label(
+        self, trajectories: Sequence[Trajectory], policy: Policy | None = None, *, progress: bool = False
+    ) -> list[StepLabels | None]:
         if self.judge is None and self.second is None:
             raise ValueError("consensus needs a second opinion: a label source name (second=) or a judge")
-        first = self._source(self.primary, self.primary_kwargs).label(trajectories, policy)
+        primary: LabelSource = get_label_source(self.primary, **self.primary_kwargs)
+        first = primary.label(trajectories, policy, progress=progress)
         if self.judge is not None:
             other_fe, other_tok = judge_first_errors(self.judge, trajectories)
             other_roll = [1] * len(trajectories)
         else:
-            other = self._source(self.second, self.second_kwargs).label(trajectories, policy)
+            second: LabelSource = get_label_source(self.second, **self.second_kwargs)
+            other = second.label(trajectories, policy, progress=progress)
             other_fe = [None if o is None else o.first_error for o in other]
             other_tok = [0 if o is None else o.policy_tokens for o in other]
             other_roll = [0 if o is None else o.rollouts for o in other]

@@ -18,7 +18,8 @@ the reward of step ``k`` is the change across it, ``r_k = q_k - q_{k-1}`` (``q_0
 
 πθ starts as a copy of the policy's weights and π_ref is the frozen policy; a few hundred small
 steps on CPU suffice for the embedded tiny model. No policy tokens are generated: the cost is
-training compute, reported in ``train_seconds``.
+training compute, reported in ``train_seconds_``; the fitted πθ is kept in ``model_`` and its
+training losses in ``losses_`` (all None until the first call).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from selfprm.labels.base import register
 from selfprm.lm_logprobs import next_token_logprobs, pad_right
@@ -75,16 +77,18 @@ class ImplicitPRMLabels:
     label_kind: str = "q"  # or "reward"
     reward_temperature: float = 1.0
     seed: int = 0
-    progress: bool = True
     name: str = "implicit"
     prm_loss: str = "soft_bce"
 
     def __post_init__(self) -> None:
-        self.train_seconds = 0.0
-        self.losses: list[float] = []
-        self.model = None  # πθ after the last call
+        # what the last call fitted (None until the first call)
+        self.model_ = None  # πθ
+        self.losses_: list[float] | None = None  # the outcome loss at every training step
+        self.train_seconds_: float | None = None  # the labeling's cost: training compute, no policy tokens
 
-    def label(self, trajectories: Sequence[Trajectory], policy: Policy | None = None) -> list[StepLabels | None]:
+    def label(
+        self, trajectories: Sequence[Trajectory], policy: Policy | None = None, *, progress: bool = False
+    ) -> list[StepLabels | None]:
         if policy is None or getattr(policy, "model", None) is None or getattr(policy, "tokenizer", None) is None:
             raise TypeError("implicit labels need a policy with a causal LM: .model and .tokenizer "
                             f"(an HFPolicy); got {type(policy).__name__}")
@@ -101,11 +105,11 @@ class ImplicitPRMLabels:
             torch.manual_seed(self.seed)
             model = copy.deepcopy(ref)
             model.train()
-            self._train(model, ref, enc, y, tok.pad_token_id, device)
+            losses, seconds = self._train(model, ref, enc, y, tok.pad_token_id, device, progress)
             model.eval()
             q = self._q_values(model, ref, enc, tok.pad_token_id, device)
         ref.train(was_training)
-        self.model = model
+        self.model_, self.losses_, self.train_seconds_ = model, losses, seconds
         out: list[StepLabels | None] = []
         for qs in q:
             if self.label_kind == "q":
@@ -125,12 +129,13 @@ class ImplicitPRMLabels:
             keep[r, start - 1: len(ids) - 1] = 1.0
         return self.beta * (lr * keep).sum(1)
 
-    def _train(self, model, ref, enc, y, pad_id, device) -> None:
+    def _train(self, model, ref, enc, y, pad_id, device, progress: bool = False) -> tuple[list[float], float]:
+        """Fit πθ to the outcomes; returns the loss at every step and the seconds it took."""
         t0 = time.perf_counter()
         rng = np.random.default_rng(self.seed)
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=0.0)
-        self.losses = []
-        for _ in range(self.train_steps):
+        losses: list[float] = []
+        for _ in tqdm(range(self.train_steps), desc=f"{self.name} training", disable=not progress, leave=False):
             idx = rng.integers(0, len(enc), size=min(self.batch_size, len(enc)))
             r = self._sequence_rewards(model, ref, enc, idx, pad_id, device)
             loss = F.binary_cross_entropy_with_logits(r, y[idx].to(device))
@@ -138,8 +143,8 @@ class ImplicitPRMLabels:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            self.losses.append(loss.item())
-        self.train_seconds = time.perf_counter() - t0
+            losses.append(loss.item())
+        return losses, time.perf_counter() - t0
 
     @torch.no_grad()
     def _q_values(self, model, ref, enc, pad_id, device, batch: int = 64) -> list[list[float]]:

@@ -30,14 +30,15 @@ class MonteCarloLabels:
     n_rollouts: int = 8
     soft: bool = True
     batch_prefixes: int = 256
-    progress: bool = True
     name: str = "mc"
 
     @property
     def prm_loss(self) -> str:
         return "soft_bce" if self.soft else "bce"
 
-    def label(self, trajectories: Sequence[Trajectory], policy: Policy | None = None) -> list[StepLabels | None]:
+    def label(
+        self, trajectories: Sequence[Trajectory], policy: Policy | None = None, *, progress: bool = False
+    ) -> list[StepLabels | None]:
         if policy is None:
             raise ValueError("mc labels need a policy to roll out from each step prefix")
         keys: dict[tuple, int] = {}
@@ -49,7 +50,7 @@ class MonteCarloLabels:
                     keys[key] = len(prefixes)
                     prefixes.append(Prefix(t.problem, list(t.steps[: i + 1])))
         successes, tokens = [0] * len(prefixes), [0] * len(prefixes)
-        bar = tqdm(total=len(prefixes), desc=f"{self.name} rollouts", disable=not self.progress, leave=False)
+        bar = tqdm(total=len(prefixes), desc=f"{self.name} rollouts", disable=not progress, leave=False)
         for start in range(0, len(prefixes), self.batch_prefixes):
             chunk = prefixes[start:start + self.batch_prefixes]
             for j, group in enumerate(policy.continue_from(chunk, self.n_rollouts)):

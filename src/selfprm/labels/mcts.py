@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from selfprm.labels.base import register
 from selfprm.policies.base import Policy, Prefix
@@ -130,14 +131,15 @@ class MCTSLabels:
     pair_margin: float = 0.3
     prm: Any = None  # a ProcessRewardModel (critic), optional
     value_fn: Callable[[Problem, list[str]], float] | None = None  # a value estimate, optional
-    progress: bool = True
     name: str = "mcts"
     prm_loss: str = "soft_bce"
 
     def __post_init__(self) -> None:
-        self._trees: dict[str, tuple[Problem, Node]] = {}
+        self.trees_: dict[str, tuple[Problem, Node]] | None = None  # the last call's trees, by problem id
 
-    def label(self, trajectories: Sequence[Trajectory], policy: Policy | None = None) -> list[StepLabels | None]:
+    def label(
+        self, trajectories: Sequence[Trajectory], policy: Policy | None = None, *, progress: bool = False
+    ) -> list[StepLabels | None]:
         if policy is None:
             raise ValueError("mcts labels need a policy to expand the search tree")
         trees: dict[str, tuple[Problem, Node]] = {}
@@ -149,9 +151,10 @@ class MCTSLabels:
             owner.setdefault(t.problem.id, i)
             sims[t.problem.id] = sims.get(t.problem.id, 0) + self.n_simulations
             paths.append(insert_path(root, t.steps, bool(t.outcome)))
-        self._trees = trees
+        self.trees_ = trees
         cost = [[0, 0] for _ in trajectories]
-        for r in range(max(sims.values(), default=0)):
+        rounds = max(sims.values(), default=0)
+        for r in tqdm(range(rounds), desc=f"{self.name} simulations", disable=not progress, leave=False):
             # one simulation per tree per round, all expansions in one policy call
             leaves = []
             for pid, (prob, root) in trees.items():
@@ -212,7 +215,7 @@ class MCTSLabels:
     def preference_pairs(self) -> list[dict[str, Any]]:
         """Sibling pairs of the last call's trees, ``(prefix, chosen, rejected)``, for step-level DPO."""
         out = []
-        for prob, root in self._trees.values():
+        for prob, root in (self.trees_ or {}).values():
             stack = [root]
             while stack:
                 node = stack.pop()

@@ -138,18 +138,19 @@ class OmegaLabels:
     beta: float = 0.9
     length_scale: float = 20.0  # L, in steps (the paper's 500 is in tokens)
     c_puct: float = 0.125
-    progress: bool = True
     name: str = "omega"
     prm_loss: str = "bce"
 
     def __post_init__(self) -> None:
-        self._estimator: MCEstimator | None = None
+        self.estimator_: MCEstimator | None = None  # the last call's tree of MC estimates
 
-    def label(self, trajectories: Sequence[Trajectory], policy: Policy | None = None) -> list[StepLabels | None]:
+    def label(
+        self, trajectories: Sequence[Trajectory], policy: Policy | None = None, *, progress: bool = False
+    ) -> list[StepLabels | None]:
         if policy is None:
             raise ValueError("omega labels need a policy to roll out from the midpoint prefixes")
         est = MCEstimator(policy, self.n_rollouts)
-        self._estimator = est
+        self.estimator_ = est
         jobs, where = [], []
         for i, t in enumerate(trajectories):
             if t.outcome is None and not t.truncated:
@@ -202,16 +203,16 @@ class OmegaLabels:
 
     def records(self) -> list[dict[str, Any]]:
         """Every ``(prefix, MC)`` state of the last call's tree, for soft-label training."""
-        if self._estimator is None:
+        if self.estimator_ is None:
             return []
         return [{"problem_id": s.problem.id, "prefix": list(s.steps), "mc": s.mc, "visits": s.visits}
-                for s in self._estimator.states.values()]
+                for s in self.estimator_.states.values()]
 
     def training_pairs(self) -> list[tuple[Trajectory, StepLabels]]:
         """The tree's records as PRM training data (see :func:`records_to_training`)."""
-        if self._estimator is None:
+        if self.estimator_ is None:
             return []
-        return records_to_training([(s.problem, list(s.steps), s.mc) for s in self._estimator.states.values()],
+        return records_to_training([(s.problem, list(s.steps), s.mc) for s in self.estimator_.states.values()],
                                    self.name)
 
 

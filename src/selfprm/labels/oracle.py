@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
-from selfprm.labels.base import register
+from selfprm.labels.base import PerTrajectoryLabels, register
 from selfprm.types import StepLabels, Trajectory
 
 
 @register("oracle")
 @dataclass
-class OracleLabels:
+class OracleLabels(PerTrajectoryLabels):
     name: str = "oracle"
-    prm_loss: str = "bce"
 
-    def label(self, trajectories: Sequence[Trajectory], policy=None) -> list[StepLabels | None]:
-        out = []
-        for t in trajectories:
-            if t.oracle_labels is None:
-                raise ValueError(f"trajectory of problem {t.problem.id!r} has no oracle labels")
-            out.append(StepLabels([float(v) for v in t.oracle_labels], source=self.name))
-        return out
+    def label_one(self, t: Trajectory) -> StepLabels:
+        if t.oracle_labels is None:
+            raise ValueError(f"trajectory of problem {t.problem.id!r} has no oracle labels")
+        return StepLabels([float(v) for v in t.oracle_labels], source=self.name)

@@ -8,9 +8,8 @@ solution teaches that its sound opening steps are wrong.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
-from selfprm.labels.base import register
+from selfprm.labels.base import PerTrajectoryLabels, register
 from selfprm.types import StepLabels, Trajectory
 
 
@@ -22,9 +21,8 @@ def outcome_broadcast(t: Trajectory, source: str) -> StepLabels:
 
 @register("outcome")
 @dataclass
-class OutcomeLabels:
+class OutcomeLabels(PerTrajectoryLabels):
     name: str = "outcome"
-    prm_loss: str = "bce"
 
-    def label(self, trajectories: Sequence[Trajectory], policy=None) -> list[StepLabels | None]:
-        return [outcome_broadcast(t, self.name) for t in trajectories]
+    def label_one(self, t: Trajectory) -> StepLabels:
+        return outcome_broadcast(t, self.name)

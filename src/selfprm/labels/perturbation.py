@@ -269,7 +269,7 @@ class PerturbationLabels:
     name: str = "perturbation"
     prm_loss: str = "bce"
 
-    def label(self, trajectories: Sequence[Trajectory], policy=None) -> list[StepLabels | None]:
+    def label(self, trajectories: Sequence[Trajectory], policy=None, *, progress: bool = False) -> list[StepLabels | None]:
         out = []
         for t in trajectories:
             if "perturbation" not in t.meta:

@@ -14,18 +14,17 @@ and are dropped, as the public code does (``valid_mask``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
-from selfprm.labels.base import register
+from selfprm.labels.base import PerTrajectoryLabels, register
 from selfprm.labels.outcome import outcome_broadcast
 from selfprm.types import StepLabels, Trajectory
 
 
 @register("spr")
 @dataclass
-class SPRLabels:
+class SPRLabels(PerTrajectoryLabels):
     name: str = "spr"
     prm_loss: str = "spr"
 
-    def label(self, trajectories: Sequence[Trajectory], policy=None) -> list[StepLabels | None]:
-        return [None if t.truncated else outcome_broadcast(t, self.name) for t in trajectories]
+    def label_one(self, t: Trajectory) -> StepLabels | None:
+        return None if t.truncated else outcome_broadcast(t, self.name)

@@ -35,19 +35,15 @@ from selfprm.types import StepLabels, Trajectory
 
 
 def tree_grpo_advantages(trees: Sequence[Sequence[float]], eps: float = 1e-6) -> list[list[float]]:
-    """Â = intra-tree + inter-tree group-normalised reward of every leaf (``trees[t][l]`` = reward).
+    """Â = intra-tree + inter-tree group-normalised reward of every leaf (``trees[t][l]`` = reward):
+    the one implementation, :func:`selfprm.rl.advantages.tree_advantages`, that Tree-GRPO's policy
+    optimisation also trains with, laid out per tree."""
+    from selfprm.rl.advantages import tree_advantages
 
-    Population standard deviations (ddof 0); a group whose rewards are all equal adds 0.
-    """
-    all_r = np.array([r for tr in trees for r in tr], dtype=float)
-    mu_all, sd_all = all_r.mean(), all_r.std()
-    out = []
-    for tr in trees:
-        r = np.asarray(tr, dtype=float)
-        intra = (r - r.mean()) / (r.std() + eps)
-        inter = (r - mu_all) / (sd_all + eps)
-        out.append((intra + inter).tolist())
-    return out
+    flat = [r for tr in trees for r in tr]
+    tree_of = [t for t, tr in enumerate(trees) for _ in tr]
+    adv = iter(tree_advantages(flat, tree_of, [0] * len(flat), eps))
+    return [[next(adv) for _ in tr] for tr in trees]
 
 
 def node_credit(leaves: Sequence[Sequence[str]], advantages: Sequence[float], prefix: Sequence[str]) -> float:
@@ -67,7 +63,6 @@ class TreeRolloutLabels:
     label_kind: str = "advantage"  # or "value"
     eps: float = 1e-6
     seed: int = 0
-    progress: bool = True
     name: str = "tree"
     prm_loss: str = "soft_bce"
 
@@ -113,7 +108,9 @@ class TreeRolloutLabels:
                     tree["leaves"] = tree["leaves"][:1] + [rest[int(j)] for j in sorted(keep)]
         return forest
 
-    def label(self, trajectories: Sequence[Trajectory], policy: Policy | None = None) -> list[StepLabels | None]:
+    def label(
+        self, trajectories: Sequence[Trajectory], policy: Policy | None = None, *, progress: bool = False
+    ) -> list[StepLabels | None]:
         if policy is None:
             raise ValueError("tree labels need a policy to grow the rollout trees")
         if self.label_kind not in ("advantage", "value"):

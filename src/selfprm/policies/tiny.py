@@ -9,9 +9,7 @@ the domain's worked solutions; sampled at a temperature above 0 it errs at a mea
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -47,6 +45,13 @@ class TinyLMConfig:
     (3-6 operations, T=0.7): after 600 SFT steps at width 64, Llama wrote 16% of steps sound and
     GPT-2 1%; GPT-2 reached 89% after 1500 steps (about 180 s on 2 cores at the pace of
     its 600-step run), Llama at width 128 after 400 (132 s). Width matters as much: Llama at width 96 had 20% sound steps after 400.
+
+    Parameters:
+        arch: ``llama`` (rotary positions) or ``gpt2``.
+        n_layer: transformer blocks.
+        n_head: attention heads.
+        n_embd: width.
+        n_positions: longest sequence.
     """
 
     arch: str = "llama"  # "llama" or "gpt2"
@@ -87,6 +92,17 @@ def build_tiny_lm(tokenizer, config: TinyLMConfig | None = None, seed: int = 0):
 
 @dataclass
 class SFTConfig:
+    """Supervised fine-tuning of the tiny policy on worked solutions.
+
+    Parameters:
+        steps: optimizer steps.
+        batch_size: sequences per step.
+        lr: peak learning rate (cosine schedule after the warm-up).
+        warmup: linear warm-up steps.
+        weight_decay: AdamW weight decay.
+        seed: initialisation, batches and the worked solutions drawn.
+    """
+
     steps: int = 1500
     batch_size: int = 64
     lr: float = 3e-3
@@ -142,27 +158,12 @@ def train_sft(model, tokenizer, texts: Sequence[tuple[str, str]], config: SFTCon
     return losses
 
 
-def load_or_train_policy_model(
-    domain, out_dir: str | os.PathLike, n_train_problems: int, lm: TinyLMConfig, sft: SFTConfig, progress: bool = True
-):
-    """Load the SFT checkpoint from ``out_dir`` if a finished one is there, else train and save it.
+def train_policy_model(domain, n_train_problems: int, lm: TinyLMConfig, sft: SFTConfig, progress: bool = True):
+    """A tiny causal LM and its tokenizer built from configs and trained by SFT on ``n_train_problems``
+    worked solutions of ``domain``; returns ``(model, tokenizer, losses)``.
 
-    The checkpoint is written to a temp folder and renamed, so an interrupted run never leaves a
-    half-written model that a rerun would load.
+    Caching and resume are the run directory's job (:func:`selfprm.studies.stages.policy_stage`).
     """
-    import json
-    import shutil
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = Path(out_dir)
-    stamp = {"lm": asdict(lm), "sft": asdict(sft), "n_train_problems": n_train_problems,
-             "domain": asdict(domain.config)}
-    if (out / "selfprm_sft.json").exists() and json.loads((out / "selfprm_sft.json").read_text())["config"] == stamp:
-        tok = AutoTokenizer.from_pretrained(out)
-        model = AutoModelForCausalLM.from_pretrained(out)
-        model.eval()
-        return model, tok, json.loads((out / "selfprm_sft.json").read_text())["losses"]
     tok = build_char_tokenizer(domain.charset())
     model = build_tiny_lm(tok, lm, seed=sft.seed)
     rng = np.random.default_rng(sft.seed + 1)
@@ -174,11 +175,4 @@ def load_or_train_policy_model(
         prompt = domain.render(p)
         texts.append((prompt, full[len(prompt):]))
     losses = train_sft(model, tok, texts, sft, progress=progress)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "selfprm_sft.json").write_text(json.dumps({"config": stamp, "losses": losses}))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
     return model, tok, losses

@@ -19,6 +19,22 @@ LOSSES = ("bce", "soft_bce", "spr")
 
 @dataclass
 class PRMTrainConfig:
+    """How a PRM is fitted on step labels.
+
+    Parameters:
+        loss: ``bce`` (hard labels), ``soft_bce`` (soft labels) or ``spr`` (MetaStone-S1's loss).
+        epochs: passes over the labelled trajectories.
+        batch_size: trajectories per optimizer step.
+        lr: learning rate of the backbone.
+        head_lr: learning rate of the scoring head.
+        weight_decay: AdamW weight decay.
+        warmup_ratio: share of the steps with a linear learning-rate warm-up.
+        spr_warmup_steps: SPR only: steps of class-balanced BCE before the dynamic filter is on.
+        spr_pos_factor: SPR only: weight of positive pseudo-labels (MetaStone-S1 uses 1.5).
+        log_every: steps between logged losses (and SPR kept shares).
+        seed: batch order.
+    """
+
     loss: str = "bce"
     epochs: int = 3
     batch_size: int = 32

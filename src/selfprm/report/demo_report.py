@@ -5,25 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from selfprm.report.tables import cell, markdown_table
 from selfprm.report.plots import plot_cost_quality, plot_source_metrics, plot_spr_kept
 from selfprm.types import atomic_write_text
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    head = ("| label source | PRM loss | step AUROC | first-error F1 | best-of-{n} | tokens / step label "
-            "| labels agree w/ oracle |").format(n=metrics.get("bon_n", 8))
-    lines = [head, "|---|---|---|---|---|---|---|"]
-    for name, r in metrics["label_sources"].items():
-        lines.append(
-            f"| {name} | {r['prm_loss']} | {r['step_auroc']:.3f} | {r['first_error_f1']:.3f} | {r['bon_accuracy']:.3f} "
-            f"| {r['policy_tokens_per_step_label']:.1f} | {r['label_accuracy_vs_oracle']:.1%} |"
-        )
+    bon = f"best-of-{metrics.get('bon_n', 8)}"
+    rows = [[name, r["prm_loss"], r["step_auroc"], r["first_error_f1"], r["bon_accuracy"],
+             cell(r["policy_tokens_per_step_label"], ".1f"), cell(r["label_accuracy_vs_oracle"], ".1%")]
+            for name, r in metrics["label_sources"].items()]
     b = metrics.get("baselines") or {}
-    if b:
-        lines.append(f"| *majority vote* | | | | {b['majority_vote']:.3f} | | |")
-        lines.append(f"| *random pick* | | | | {b['random_pick']:.3f} | | |")
-        lines.append(f"| *oracle pick* | | | | {b['oracle_pick']:.3f} | | |")
-    return "\n".join(lines)
+    for key, label in (("majority_vote", "*majority vote*"), ("random_pick", "*random pick*"), ("oracle_pick", "*oracle pick*")):
+        if key in b:
+            rows.append([label, "", "", "", b[key], "", ""])
+    return markdown_table(["label source", "PRM loss", "step AUROC", "first-error F1", bon, "tokens / step label",
+                           "labels agree w/ oracle"], rows)
 
 
 def write_demo_report(metrics: dict[str, Any], out: Path) -> str:

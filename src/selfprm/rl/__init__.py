@@ -11,16 +11,16 @@ toolpo     ToolPO's tool-call credit on the ``tools`` domain (arXiv 2510.21618)
 """
 from selfprm.rl.grpo import GRPOConfig, GRPOTrainer, TrainResult, evaluate_accuracy, group_normalise, grpo_loss
 from selfprm.rl.outcome import OutcomeConfig, OutcomeMethod
-from selfprm.rl.prm import PRMRewardConfig, PRMRewardMethod
+from selfprm.rl.prm_reward import PRMRewardConfig, PRMRewardMethod
 from selfprm.rl.r3 import R3Config, R3Method
 from selfprm.rl.rollout import Rollout, sample_rollouts, token_segments
 from selfprm.rl.srl import SRLConfig, SRLMethod
 from selfprm.rl.toolpo import ToolPOConfig, ToolPOMethod
 from selfprm.rl.tree_grpo import TreeGRPOConfig, TreeGRPOMethod
 
-METHODS = ("outcome", "prm", "tree_grpo", "r3", "srl", "toolpo")
+from selfprm.rl.methods import RL_METHODS, MethodSpec, register_method  # filled by the imports above
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "TrainResult", "evaluate_accuracy", "group_normalise", "grpo_loss",
            "OutcomeConfig", "OutcomeMethod", "PRMRewardConfig", "PRMRewardMethod", "R3Config", "R3Method",
            "Rollout", "sample_rollouts", "token_segments", "SRLConfig", "SRLMethod", "ToolPOConfig", "ToolPOMethod",
-           "TreeGRPOConfig", "TreeGRPOMethod", "METHODS"]
+           "TreeGRPOConfig", "TreeGRPOMethod", "RL_METHODS", "MethodSpec", "register_method"]

@@ -22,16 +22,16 @@ the loss. The outcome baseline is
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from selfprm.policies.base import Prefix
+from selfprm.rl.advantages import group_normalise  # noqa: F401  (re-exported: the GRPO core's normaliser)
 from selfprm.policies.hf import HFPolicy, HFPolicyConfig
 from selfprm.lm_logprobs import next_token_logprobs, pad_right
 from selfprm.rl.rollout import Rollout, sample_rollouts
@@ -40,6 +40,25 @@ from selfprm.types import Problem
 
 @dataclass
 class GRPOConfig:
+    """The GRPO core's settings; every method's config extends them.
+
+    Parameters:
+        steps: optimisation rounds; each samples prompts_per_step × group_size rollouts.
+        prompts_per_step: problems per round.
+        group_size: rollouts per problem (the group of the group-relative advantage).
+        temperature: sampling temperature of the rollouts.
+        max_new_tokens: cap on a rollout's length.
+        lr: Adam learning rate.
+        weight_decay: AdamW weight decay.
+        beta: KL weight to the frozen reference policy.
+        clip_eps: PPO clip range of the importance ratio.
+        ppo_epochs: gradient steps per batch of rollouts (the clip matters from the second on).
+        eps: added to the group std before dividing.
+        eval_every: rounds between held-out accuracy measurements.
+        eval_samples: samples per held-out problem when measuring accuracy.
+        seed: sampling and initialisation.
+    """
+
     steps: int = 30  # optimisation rounds; each samples prompts_per_step × group_size rollouts
     prompts_per_step: int = 8
     group_size: int = 8
@@ -57,19 +76,6 @@ class GRPOConfig:
 
 
 # ----------------------------------------------------------------------------- advantages
-
-
-def group_normalise(rewards: Sequence[float], groups: Sequence[Any], eps: float = 1e-6) -> list[float]:
-    """``(r - mean_g) / (std_g + eps)`` within each group ``g`` (population std)."""
-    r = np.asarray(rewards, dtype=float)
-    out = np.zeros_like(r)
-    keys = list(groups)
-    for g in dict.fromkeys(keys):
-        idx = np.array([i for i, k in enumerate(keys) if k == g])
-        vals = r[idx]
-        std = vals.std()
-        out[idx] = 0.0 if std < eps else (vals - vals.mean()) / (std + eps)
-    return out.tolist()
 
 
 def pad_token_values(values: Sequence[Sequence[float]], width: int | None = None) -> torch.Tensor:

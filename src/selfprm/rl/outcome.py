@@ -12,6 +12,7 @@ from typing import Sequence
 
 from selfprm.rl.grpo import GRPOConfig, GRPOTrainer, OutcomeAdvantage, TrainResult
 from selfprm.types import Problem
+from selfprm.rl.methods import MethodSpec, register_method
 
 
 @dataclass
@@ -29,3 +30,8 @@ class OutcomeMethod(OutcomeAdvantage):
 def train_outcome(model, tokenizer, domain, config: OutcomeConfig, train_problems: Sequence[Problem],
                   eval_problems: Sequence[Problem], progress: bool = True) -> TrainResult:
     return GRPOTrainer(model, tokenizer, domain, config, OutcomeMethod(config)).train(train_problems, eval_problems, progress)
+
+
+register_method("outcome", MethodSpec(OutcomeConfig, lambda c, prm: OutcomeMethod(c)))
+# ToolPO's baseline: outcome-only GRPO on the same domain
+register_method("outcome_tools", MethodSpec(OutcomeConfig, lambda c, prm: OutcomeMethod(c), domain="tools"))

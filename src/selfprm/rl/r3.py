@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from selfprm.policies.base import Prefix
 from selfprm.rl.grpo import GRPOConfig, GRPOTrainer, OutcomeAdvantage, TrainResult
 from selfprm.rl.rollout import Rollout
 from selfprm.types import Problem
+from selfprm.rl.methods import MethodSpec, register_method
 
 
 @dataclass
@@ -83,3 +83,6 @@ class R3Method(OutcomeAdvantage):
 def train_r3(model, tokenizer, domain, config: R3Config, train_problems: Sequence[Problem],
              eval_problems: Sequence[Problem], progress: bool = True) -> TrainResult:
     return GRPOTrainer(model, tokenizer, domain, config, R3Method(config, config.seed)).train(train_problems, eval_problems, progress)
+
+
+register_method("r3", MethodSpec(R3Config, lambda c, prm: R3Method(c, c.seed)))

@@ -39,11 +39,13 @@ def plot_learning_curves(metrics: dict[str, Any], path) -> None:
 
 def markdown_table(metrics: dict[str, Any]) -> str:
     """One row per method: final accuracy (mean ± std over seeds) and its gain over the baseline of its domain."""
+    from selfprm.report.tables import cell, markdown_table as table
+    from selfprm.search.curves import at_equal_tokens
+
     methods = metrics["methods"]
     base = {"arith": methods.get("outcome"), "tools": methods.get("outcome_tools")}
     init = metrics.get("initial_accuracy_by_domain", {})
-    lines = ["| method | domain | seeds | samples | SFT start | final accuracy | vs outcome-only GRPO |",
-             "|---|---|---|---|---|---|---|"]
+    rows = []
     for name, m in methods.items():
         b = base.get(m["domain"])
         if b is None or b is m:
@@ -57,27 +59,21 @@ def markdown_table(metrics: dict[str, Any]) -> str:
             else:
                 verdict = "better" if diff > noise else ("worse" if diff < -noise else "tie")
             vs = f"{diff:+.3f} ({verdict})"
-        lines.append(f"| {name} | {m['domain']} | {m['seeds']} | {m['samples']} | {init.get(m['domain'], float('nan')):.3f} | "
-                     f"{m['final_accuracy']:.3f} ± {m.get('final_accuracy_std', 0.0):.3f} | {vs} |")
+        rows.append([name, m["domain"], str(m["seeds"]), str(m["samples"]), init.get(m["domain"]),
+                     f"{m['final_accuracy']:.3f} ± {m.get('final_accuracy_std', 0.0):.3f}", vs])
+    lines = [table(["method", "domain", "seeds", "samples", "SFT start", "final accuracy", "vs outcome-only GRPO"], rows)]
     s = metrics.get("search")
     if s:
+        search_rows = [[key, f"N={n}", cell(tok, ".0f"), acc]
+                       for key in ("majority_vote", "best_of_n", "weighted_majority") for tok, acc, n in s.get(key, [])]
+        search_rows += [["beam", f"{c['beam_width']}x{c['expansions_per_beam']} lookahead {c['lookahead']}",
+                         cell(tok, ".0f"), acc] for tok, acc, c in s.get("beam", [])]
         lines += ["", f"Search on {s['problems']} problems (T={s.get('temperature')}, aggregation {s['aggregation']}):", "",
-                  "| method | setting | policy tokens / problem | accuracy |", "|---|---|---|---|"]
-        for key in ("majority_vote", "best_of_n", "weighted_majority"):
-            for tok, acc, n in s.get(key, []):
-                lines.append(f"| {key} | N={n} | {tok:.0f} | {acc:.3f} |")
-        from selfprm.search.curves import at_equal_tokens
-
-        for tok, acc, c in s.get("beam", []):
-            lines.append(f"| beam | {c['beam_width']}x{c['expansions_per_beam']} lookahead {c['lookahead']} | {tok:.0f} | {acc:.3f} |")
-        rows = []
-        for tok, acc, c in s.get("beam", []):
-            mv, bon, wm = (at_equal_tokens(s, k, tok) for k in ("majority_vote", "best_of_n", "weighted_majority"))
-            fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
-            rows.append(f"| {c['beam_width']}x{c['expansions_per_beam']}+{c['lookahead']} | {tok:.0f} | {acc:.3f} | "
-                        f"{fmt(mv)} | {fmt(bon)} | {fmt(wm)} |")
-        if rows:
+                  table(["method", "setting", "policy tokens / problem", "accuracy"], search_rows)]
+        beam_rows = [[f"{c['beam_width']}x{c['expansions_per_beam']}+{c['lookahead']}", cell(tok, ".0f"), acc,
+                      *(at_equal_tokens(s, k, tok) for k in ("majority_vote", "best_of_n", "weighted_majority"))]
+                     for tok, acc, c in s.get("beam", [])]
+        if beam_rows:
             lines += ["", "Beam search beside the sampling methods at the same tokens (interpolated in log tokens):", "",
-                      "| beam | tokens | beam acc. | majority vote | best-of-N | weighted majority |",
-                      "|---|---|---|---|---|---|"] + rows
+                      table(["beam", "tokens", "beam acc.", "majority vote", "best-of-N", "weighted majority"], beam_rows)]
     return "\n".join(lines) + "\n"

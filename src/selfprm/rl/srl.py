@@ -24,8 +24,9 @@ import torch
 
 from selfprm.policies.base import Prefix
 from selfprm.rl.grpo import GRPOConfig, GRPOTrainer, TrainResult, broadcast, group_normalise
-from selfprm.rl.rollout import Rollout, token_segments
+from selfprm.rl.rollout import Rollout
 from selfprm.types import Problem
+from selfprm.rl.methods import MethodSpec, register_method
 
 _ARITH_STEP = re.compile(r"^(redo:)?\d+[+\-*]\d+=\d+$")
 _ANSWER = re.compile(r"^A:\S+$")
@@ -100,3 +101,6 @@ class SRLMethod:
 def train_srl(model, tokenizer, domain, config: SRLConfig, train_problems: Sequence[Problem],
               eval_problems: Sequence[Problem], progress: bool = True) -> TrainResult:
     return GRPOTrainer(model, tokenizer, domain, config, SRLMethod(config, config.seed)).train(train_problems, eval_problems, progress)
+
+
+register_method("srl", MethodSpec(SRLConfig, lambda c, prm: SRLMethod(c, c.seed)))

@@ -22,6 +22,7 @@ from selfprm.rl.grpo import (GRPOConfig, GRPOTrainer, OutcomeAdvantage, TrainRes
                              outcome_rewards, pad_token_values)
 from selfprm.rl.rollout import Rollout
 from selfprm.types import Problem
+from selfprm.rl.methods import MethodSpec, register_method
 
 
 @dataclass
@@ -69,3 +70,6 @@ class ToolPOMethod(OutcomeAdvantage):
 def train_toolpo(model, tokenizer, domain, config: ToolPOConfig, train_problems: Sequence[Problem],
                  eval_problems: Sequence[Problem], progress: bool = True) -> TrainResult:
     return GRPOTrainer(model, tokenizer, domain, config, ToolPOMethod(config)).train(train_problems, eval_problems, progress)
+
+
+register_method("toolpo", MethodSpec(ToolPOConfig, lambda c, prm: ToolPOMethod(c), domain="tools"))

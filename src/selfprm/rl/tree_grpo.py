@@ -1,8 +1,8 @@
 """``tree_grpo``: Tree-GRPO (Ji et al. 2025, "Tree Search for LLM Agent Reinforcement Learning",
 arXiv 2509.21240).
 
-Rollouts are trees. Each problem grows ``trees`` independent chains; then, for
-``expansion_rounds`` rounds, each tree picks ``branches`` of its nodes (a leaf and a step
+Rollouts are trees. Each problem grows ``m_trees`` (M) independent chains; then, for
+``l_rounds`` (L) rounds, each tree picks ``n_branches`` (N) of its nodes (a leaf and a step
 boundary of it, uniformly) and samples a fresh continuation from that prefix. Every leaf is a
 complete solution with an outcome reward R. Two group-relative advantages are summed (their eq. 8):
 
@@ -14,7 +14,7 @@ A step shared by several leaves (the trunk above a branch point) is one node of 
 tokens are trained once, credited with the mean advantage of the leaves below it — the
 tree-structured credit that turns outcome rewards into step-level signal. Tokens written by one
 leaf alone carry that leaf's advantage. The budget counts leaves, so the method samples as many
-complete solutions as GRPO's groups (``trees × (1 + rounds × branches) == group_size``).
+complete solutions as GRPO's groups (``M × (1 + L × N) == group_size``).
 """
 
 from __future__ import annotations
@@ -22,27 +22,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from selfprm.policies.base import Prefix
-from selfprm.rl.grpo import GRPOConfig, GRPOTrainer, TrainResult, group_normalise, outcome_rewards, pad_token_values
+from selfprm.rl.advantages import tree_advantages
+from selfprm.rl.grpo import GRPOConfig, GRPOTrainer, TrainResult, outcome_rewards, pad_token_values
 from selfprm.rl.rollout import Rollout, token_segments
 from selfprm.types import Problem
+from selfprm.rl.methods import MethodSpec, register_method
 
 
 @dataclass
 class TreeGRPOConfig(GRPOConfig):
-    trees: int = 2
-    branches: int = 3
-    expansion_rounds: int = 1
+    """Tree-GRPO's sampling on top of GRPO's settings; the names are the paper's (and the ``tree``
+    label source's) M, L, N.
 
+    Parameters:
+        m_trees: M, independent trees per problem.
+        l_rounds: L, expansion rounds.
+        n_branches: N, nodes each tree branches from per round.
+    """
 
-def tree_advantages(rewards: Sequence[float], trees: Sequence, problems: Sequence, eps: float = 1e-6) -> list[float]:
-    """Â_intra + Â_inter of every leaf (population std; a group with no spread contributes 0)."""
-    intra = group_normalise(rewards, [(p, t) for p, t in zip(problems, trees)], eps)
-    inter = group_normalise(rewards, list(problems), eps)
-    return [a + b for a, b in zip(intra, inter)]
+    m_trees: int = 2
+    l_rounds: int = 1
+    n_branches: int = 3
 
 
 def node_credit(leaf_nodes: Sequence[Sequence], leaf_adv: Sequence[float]) -> dict:
@@ -61,26 +64,26 @@ class TreeGRPOMethod:
     def __init__(self, config: TreeGRPOConfig | None = None):
         self.config = config or TreeGRPOConfig()
         c = self.config
-        leaves = c.trees * (1 + c.expansion_rounds * c.branches)
+        leaves = c.m_trees * (1 + c.l_rounds * c.n_branches)
         if leaves != c.group_size:
-            raise ValueError(f"trees × (1 + rounds × branches) = {leaves} leaves, but group_size is {c.group_size}")
+            raise ValueError(f"m_trees × (1 + l_rounds × n_branches) = {leaves} leaves, but group_size is {c.group_size}")
 
     def rollouts(self, trainer: GRPOTrainer, problems: list[Problem], step: int) -> list[Rollout]:
         c, rng = self.config, trainer.rng
-        roots = trainer.sample([Prefix(p, []) for p in problems], c.trees, step)
+        roots = trainer.sample([Prefix(p, []) for p in problems], c.m_trees, step)
         leaves: list[Rollout] = []
         # origin[j] of a leaf: which generation wrote its step j (a node is (origin, j))
         for i, r in enumerate(roots):
-            r.meta.update(problem=r.group, tree=i % c.trees, origins=[("g", i)] * len(r.trajectory.steps),
+            r.meta.update(problem=r.group, tree=i % c.m_trees, origins=[("g", i)] * len(r.trajectory.steps),
                           own=("g", i))
             leaves.append(r)
         n_gen = len(roots)
-        for _ in range(c.expansion_rounds):
+        for _ in range(c.l_rounds):
             picks = []
             for pi in range(len(problems)):
-                for t in range(c.trees):
+                for t in range(c.m_trees):
                     pool = [l for l in leaves if l.meta["problem"] == pi and l.meta["tree"] == t]
-                    for _ in range(c.branches):
+                    for _ in range(c.n_branches):
                         leaf = pool[int(rng.integers(len(pool)))]
                         n = len(leaf.trajectory.steps)
                         cut = int(rng.integers(1, n)) if n >= 2 else 0  # keep 1..n-1 steps of the trunk
@@ -126,3 +129,6 @@ class TreeGRPOMethod:
 def train_tree_grpo(model, tokenizer, domain, config: TreeGRPOConfig, train_problems: Sequence[Problem],
                     eval_problems: Sequence[Problem], progress: bool = True) -> TrainResult:
     return GRPOTrainer(model, tokenizer, domain, config, TreeGRPOMethod(config)).train(train_problems, eval_problems, progress)
+
+
+register_method("tree_grpo", MethodSpec(TreeGRPOConfig, lambda c, prm: TreeGRPOMethod(c)))

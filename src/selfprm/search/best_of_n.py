@@ -7,12 +7,14 @@
   ``â = argmax_a Σ_i 1[a_i = a] · score_i``.
 
 Scores are solution scores (one float per solution, e.g. ``aggregate(step_scores, "min")``), so
-any PRM and any aggregation plug in. Ties are broken by the first answer met, which keeps the
-pick deterministic.
+any PRM and any aggregation plug in. Ties are broken by the first solution met: the samples of a
+problem come in random order, so that is a random tie-break that keeps the pick deterministic.
+:func:`selfprm.eval.metrics.best_of_n` scores these same picks.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
@@ -34,7 +36,8 @@ def best_of_n_pick(answers: Sequence[str | None], scores: Sequence[float]) -> in
     """Index of the highest-scoring solution (the first on a tie)."""
     if not answers:
         raise ValueError("no solutions to pick from")
-    return max(range(len(answers)), key=lambda i: (scores[i], -i))
+    # NaN (a solution the PRM could not score) ranks below every score
+    return max(range(len(answers)), key=lambda i: (-math.inf if math.isnan(scores[i]) else scores[i], -i))
 
 
 def majority_vote_pick(answers: Sequence[str | None]) -> str | None:

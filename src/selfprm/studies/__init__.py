@@ -1,1 +1,18 @@
-"""Studies on real data (``selfprm study real``)."""
+"""Studies: each module exposes ``Config`` (a dataclass of nested component configs), ``PRESETS``
+(``{"full": ..., "quick": ...}``, factories of configs) and ``run(config, out, *, progress=True) -> dict``.
+
+Every study caches and resumes through :mod:`selfprm.rundir`; the ``selfprm`` command builds each
+one's flags from its ``Config`` (:mod:`selfprm.cli`). Modules are imported only when asked for.
+"""
+
+from selfprm.registry import Registry
+
+STUDIES: Registry = Registry("study")
+STUDIES.register_lazy("demo", "selfprm.studies.demo")
+STUDIES.register_lazy("label-efficiency", "selfprm.studies.label_efficiency")
+STUDIES.register_lazy("real", "selfprm.studies.real")
+STUDIES.register_lazy("rl", "selfprm.studies.rl")
+STUDIES.register_lazy("jepa", "selfprm.studies.jepa")
+STUDIES.register_lazy("eval-processbench", "selfprm.studies.processbench")
+
+__all__ = ["STUDIES"]

@@ -1,4 +1,4 @@
-"""``selfprm study real``: PRMs trained from each label source on real reasoning text, scored on
+"""``selfprm real``: PRMs trained from each label source on real reasoning text, scored on
 ProcessBench (Zheng et al., arXiv 2412.06559) and by best-of-4 on GSM8K.
 
 Every source trains the same PRM — MiniLM with a `` [SEP]`` marker at each step end, every step
@@ -20,26 +20,27 @@ Leakage rules (no problem is in both the training and the evaluation data of one
   are never trained on; a further set of GSM8K test problems is held out for best-of-4.
 
 The threshold is ProcessBench's: tuned on the gsm8k split (its evaluation part) and reused on the
-others. Each source's scores are written as soon as it finishes (atomically), so a stopped run
-resumes where it stopped.
+others. Each source is a stage of the run directory (:mod:`selfprm.rundir`) whose scores are written
+as soon as it finishes, so a stopped run resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from selfprm.report.tables import cell, markdown_table
+from selfprm.rundir import RunDir, config_blob
 from selfprm.types import StepLabels, Trajectory, atomic_write_text
 
-SOURCES = ("human", "outcome", "spr", "perturbation")
+# the registered label sources this study runs, and which training data each one labels
+TRAINING_DATA = {"human": "human_train", "outcome": "outcome_train", "spr": "outcome_train",
+                 "perturbation": "perturbed"}
+SOURCES = tuple(TRAINING_DATA)
 
 # Published ProcessBench average F1 of 7B PRMs (ProcessBench paper, arXiv 2412.06559, Table 3);
 # shown in the table, marked as published, never in the measured JSON.
@@ -48,34 +49,59 @@ PUBLISHED_7B = {"Math-Shepherd-PRM-7B": 31.5, "Qwen2.5-Math-7B-PRM800K": 56.5, "
 
 @dataclass
 class RealStudyConfig:
+    """PRMs on MiniLM from each label source, evaluated on ProcessBench and by best-of-4 on GSM8K.
+
+    Parameters:
+        seed: seeds the data splits, the PRM initialisation and training.
+        sources: label sources to train a PRM on (``human`` is the reference).
+        eval_fraction: share of each ProcessBench split's problems kept for evaluation.
+        eval_per_split: cap on evaluated samples per split (none: all of the evaluation part).
+        train_examples: labelled trajectories per source, sampled from what the source labelled.
+        epochs: passes over them.
+        batch_size: trajectories per optimizer step.
+        lr: learning rate of the unfrozen backbone layers.
+        head_lr: learning rate of the scoring head.
+        freeze_layers: MiniLM's lower layers (of 6) kept as pretrained.
+        max_length_train: tokens per training example (left-truncated: the problem's start goes first).
+        max_length_eval: tokens per scored example.
+        spr_warmup_fraction: SPR: share of steps of class-balanced BCE before the filter is on.
+        perturb_variants: corrupted copies per reference solution (plus the clean one).
+        bo4_problems: GSM8K test problems held out for best-of-4.
+        score_batch_size: examples per scoring batch.
+    """
+
     seed: int = 0
     sources: tuple[str, ...] = SOURCES
-    eval_fraction: float = 0.5  # share of each ProcessBench split's problems kept for evaluation
-    # cap on evaluated samples per split: the gsm8k evaluation part (~200) is used whole, the
-    # others are sampled, to keep a full run within about an hour on 2 CPU cores
+    eval_fraction: float = 0.5
+    # the gsm8k evaluation part (~200) is used whole, the others are sampled, to keep a full run
+    # within about an hour on 2 CPU cores
     eval_per_split: int | None = 250
-    train_examples: int = 600  # per source, sampled from what the source labelled
+    train_examples: int = 600
     epochs: int = 2
     batch_size: int = 16
     lr: float = 1e-4
     head_lr: float = 1e-3
-    freeze_layers: int = 3  # of MiniLM's 6: embeddings and the lower half stay as pretrained
-    max_length_train: int = 320  # tokens; left-truncated (the problem's start goes first)
+    freeze_layers: int = 3
+    max_length_train: int = 320
     max_length_eval: int = 512
-    spr_warmup_fraction: float = 0.3  # SPR: share of steps of class-balanced BCE before the filter
-    perturb_variants: int = 2  # corrupted copies per reference solution (+ the clean one)
-    bo4_problems: int = 200  # GSM8K test problems held out for best-of-4
+    spr_warmup_fraction: float = 0.3
+    perturb_variants: int = 2
+    bo4_problems: int = 200
     score_batch_size: int = 16
 
-    @classmethod
-    def quick(cls, seed: int = 0) -> "RealStudyConfig":
-        return cls(seed=seed, eval_per_split=40, train_examples=160, epochs=1, bo4_problems=40,
-                   max_length_train=256)
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.sources) - set(TRAINING_DATA))
+        if unknown:
+            raise ValueError(f"unknown source(s) {unknown} for the real-data study; choose from {list(SOURCES)}")
 
-    def key(self, source: str) -> str:
-        """What a finished source's file must match to be reused on resume."""
-        blob = json.dumps({**asdict(self), "sources": None, "source": source}, sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+def _quick() -> RealStudyConfig:
+    return RealStudyConfig(eval_per_split=40, train_examples=160, epochs=1, bo4_problems=40, max_length_train=256)
+
+
+Config = RealStudyConfig
+PRESETS = {"full": RealStudyConfig, "quick": _quick}
+DEFAULT_OUT = "runs/real"
 
 
 # ----------------------------------------------------------------------------- data
@@ -146,61 +172,41 @@ def prepare_data(c: RealStudyConfig, progress: bool = True) -> StudyData:
     return StudyData(eval_sets, human_train, outcome_train, refs, bo4_groups, counts)
 
 
-def human_labels(t: Trajectory) -> StepLabels:
-    """ProcessBench's label as step targets: 1 before the first error, 0 at it, weight 0 after
-    (people marked only the first error)."""
-    n, k = len(t.steps), t.first_error
-    if k == -1:
-        return StepLabels([1.0] * n, source="human")
-    return StepLabels([1.0] * k + [0.0] * (n - k), source="human", weights=[1.0] * (k + 1) + [0.0] * (n - k - 1))
-
-
 def source_data(name: str, data: StudyData, c: RealStudyConfig) -> tuple[list[tuple[Trajectory, StepLabels]], str]:
-    """(trajectory, labels) pairs of one source, capped at ``train_examples``, and its PRM loss."""
+    """(trajectory, labels) pairs of one registered source on its training data (``TRAINING_DATA``),
+    capped at ``train_examples``, and its PRM loss."""
     from selfprm.labels import run_label_source
     from selfprm.labels.perturbation import PerturbationConfig, perturb_solutions
 
-    rng = np.random.default_rng(c.seed + 1)
-    if name == "human":
-        pairs, loss = [(t, human_labels(t)) for t in data.human_train], "bce"
-    elif name in ("outcome", "spr"):
-        res = run_label_source(name, data.outcome_train)
-        pairs, loss = [(t, l) for t, l in zip(data.outcome_train, res.labels) if l is not None], res.prm_loss
-    elif name == "perturbation":
+    if TRAINING_DATA[name] == "perturbed":
         trajs = perturb_solutions(data.references, PerturbationConfig(variants=c.perturb_variants, seed=c.seed))
-        res = run_label_source("perturbation", trajs)
-        pairs, loss = list(zip(trajs, res.labels)), res.prm_loss
     else:
-        raise ValueError(f"unknown source {name!r}; choose from {SOURCES}")
+        trajs = getattr(data, TRAINING_DATA[name])
+    res = run_label_source(name, trajs)
+    pairs = [(t, l) for t, l in zip(trajs, res.labels) if l is not None]
+    rng = np.random.default_rng(c.seed + 1)
     if len(pairs) > c.train_examples:
         pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), c.train_examples, replace=False))]
-    return pairs, loss
+    return pairs, res.prm_loss
 
 
 # ----------------------------------------------------------------------------- one source
 
 
-def _clean(x):
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, list):
-        return [_clean(v) for v in x]
-    return x
-
-
-def run_source(name: str, data: StudyData, c: RealStudyConfig, out: Path, progress: bool = True) -> dict:
-    """Train one PRM, score the evaluation sets and best-of-4 solutions; cached in ``out/sources``."""
+def run_source(name: str, data: StudyData, c: RealStudyConfig, run_dir: RunDir, progress: bool = True) -> dict:
+    """Train one PRM, score the evaluation sets and best-of-4 solutions; the stage ``sources/NAME``."""
     import torch
 
     from selfprm.eval.processbench import score_trajectories_sorted
     from selfprm.prm.backbones import minilm_prm
     from selfprm.prm.train import PRMTrainConfig, train_prm
 
-    cache = out / "sources" / f"{name}.json"
-    if cache.exists():
-        got = json.loads(cache.read_text())
-        if got.get("key") == c.key(name):
-            return got
+    settings = config_blob(c)
+    settings.pop("sources")  # adding a source does not redo the others
+    stage = run_dir.stage(f"sources/{name}", {"source": name, "study": settings})
+    if stage.done():
+        return stage.result()
+    stage.begin()
     pairs, loss = source_data(name, data, c)
     prm = minilm_prm(max_length=c.max_length_train, freeze_layers=c.freeze_layers, seed=c.seed)
     steps = math.ceil(len(pairs) / c.batch_size) * c.epochs
@@ -214,15 +220,16 @@ def run_source(name: str, data: StudyData, c: RealStudyConfig, out: Path, progre
               for s, trajs in data.eval_sets.items()}
     flat = [t for g in data.bo4_groups for t in g]
     bo4 = score_trajectories_sorted(prm, flat, c.score_batch_size, progress, f"{name}/bo4")
-    rec = {"key": c.key(name), "source": name, "loss": loss, "train_examples": hist.examples,
+    rec = {"source": name, "loss": loss, "train_examples": hist.examples,
            "train_seconds": hist.seconds, "score_seconds": time.perf_counter() - t0,
            "final_loss": float(np.mean(hist.loss[-10:])) if hist.loss else None,
            # share of the *weighted* step labels that say "correct" (weight-0 steps claim nothing)
            "label_share_correct": float(np.mean([v >= 0.5 for _, l in pairs
                                                  for v, w in zip(l.values, l.weights or [1.0] * len(l.values)) if w > 0])),
-           "scores": {s: _clean(v) for s, v in scores.items()}, "bo4_scores": _clean(bo4)}
-    atomic_write_text(cache, json.dumps(rec))
-    return rec
+           "scores": scores, "bo4_scores": bo4}
+    # NaN scores (steps cut off by truncation) are stored as null and read back as NaN
+    stage.finish(rec)
+    return stage.result()
 
 
 # ----------------------------------------------------------------------------- the study
@@ -232,24 +239,26 @@ def _nan(rows):
     return [[math.nan if v is None else v for v in r] for r in rows]
 
 
-def run_study(c: RealStudyConfig, out: str | Path, progress: bool = True) -> dict:
+def run(c: RealStudyConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Run the study into ``out``; returns the result also written to ``out/real_metrics.json``."""
     from selfprm.eval.metrics import best_of_n, solution_scores
     from selfprm.eval.processbench import evaluate_processbench
 
-    out = Path(out)
+    run_dir = RunDir(out)
+    out = run_dir.root
     t_start = time.perf_counter()
     data = prepare_data(c, progress)
     labels = {s: [t.first_error for t in trajs] for s, trajs in data.eval_sets.items()}
-    result: dict = {"config": asdict(c), "data": data.counts, "sources": {}}
+    result: dict = {"config": config_blob(c), "data": data.counts, "sources": {}}
     bo4_base = None
     for name in c.sources:
-        rec = run_source(name, data, c, out, progress)
+        rec = run_source(name, data, c, run_dir, progress)
         pb = evaluate_processbench({s: _nan(v) for s, v in rec["scores"].items()}, labels)
         # best-of-4: per problem (final answer, correct?, min step score), PRM pick vs the rest
         sol = solution_scores(_nan(rec["bo4_scores"]), "min")
         it = iter(sol)
         groups = [[(t.final_answer, bool(t.outcome), next(it)) for t in g] for g in data.bo4_groups]
-        bo = best_of_n(groups, 4, seed=c.seed)
+        bo = best_of_n(groups, 4)
         bo4_base = bo
         result["sources"][name] = {
             "f1": pb.to_dict()["f1"],
@@ -266,7 +275,7 @@ def run_study(c: RealStudyConfig, out: str | Path, progress: bool = True) -> dic
                                "oracle_pick": bo4_base.oracle_pick, "problems": bo4_base.problems}
     result["total_seconds"] = time.perf_counter() - t_start
     table = format_table(result)
-    atomic_write_text(out / "real_metrics.json", json.dumps(result, indent=2))
+    run_dir.write_json("real_metrics.json", result)
     atomic_write_text(out / "real_metrics.md", table + "\n")
     plot(result, out / "real_f1.png")
     print(table)
@@ -276,17 +285,16 @@ def run_study(c: RealStudyConfig, out: str | Path, progress: bool = True) -> dic
 def format_table(result: dict) -> str:
     splits = list(next(iter(result["sources"].values()))["f1"].keys()) if result["sources"] else []
     splits = [s for s in splits if s != "average"]
-    head = "| PRM | " + " | ".join(splits) + " | average F1 | best-of-4 | train ex. | train s |"
-    lines = [head, "|" + "---|" * (len(splits) + 5)]
 
     def pct(x):
-        return "-" if x is None else f"{100 * x:.1f}"
+        return cell(None if x is None else 100 * x, ".1f", "-")
 
-    for name, r in result["sources"].items():
-        lines.append(f"| {name} (MiniLM-22M) | " + " | ".join(pct(r["f1"][s]) for s in splits)
-                     + f" | **{pct(r['f1']['average'])}** | {pct(r['best_of_4'])} | {r['train_examples']} | {r['train_seconds']:.0f} |")
-    for name, avg in PUBLISHED_7B.items():
-        lines.append(f"| {name} *(published, 7B)* | " + " | ".join("" for _ in splits) + f" | {avg:.1f} | | | |")
+    rows = [[f"{name} (MiniLM-22M)", *(pct(r["f1"][s]) for s in splits), f"**{pct(r['f1']['average'])}**",
+             pct(r["best_of_4"]), str(r["train_examples"]), f"{r['train_seconds']:.0f}"]
+            for name, r in result["sources"].items()]
+    rows += [[f"{name} *(published, 7B)*", *("" for _ in splits), f"{avg:.1f}", "", "", ""]
+             for name, avg in PUBLISHED_7B.items()]
+    lines = [markdown_table(["PRM", *splits, "average F1", "best-of-4", "train ex.", "train s"], rows)]
     b = result.get("best_of_4")
     if b:
         lines.append("")
@@ -294,7 +302,7 @@ def format_table(result: dict) -> str:
                      f"majority vote {pct(b['majority_vote'])}, random pick {pct(b['random_pick'])}, "
                      f"any-correct (oracle) {pct(b['oracle_pick'])}; each PRM's pick in the table.")
     ev = result["data"]["eval"]
-    lines.append(f"ProcessBench F1 (%) on the evaluation part of each split (by problem): "
+    lines.append("ProcessBench F1 (%) on the evaluation part of each split (by problem): "
                  + ", ".join(f"{k} {v}" for k, v in ev.items())
                  + "; threshold tuned on gsm8k and reused.")
     return "\n".join(lines)
@@ -328,27 +336,3 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(path)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/real", help="folder for real_metrics.json/.md/.png")
-    parser.add_argument("--quick", action="store_true", help="a subset that runs in minutes on 2 CPU cores")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES)
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def run(args: argparse.Namespace) -> dict:
-    c = RealStudyConfig.quick(args.seed) if args.quick else RealStudyConfig(seed=args.seed)
-    c = replace(c, sources=tuple(getattr(args, "sources", SOURCES)))
-    return run_study(c, args.out, progress=not getattr(args, "no_progress", False))
-
-
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="selfprm study real", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

@@ -25,6 +25,7 @@ from selfprm.rl.grpo import (GRPOConfig, GRPOTrainer, OutcomeAdvantage, TrainRes
                              outcome_rewards, pad_token_values)
 from selfprm.rl.rollout import Rollout, token_segments
 from selfprm.types import Problem
+from selfprm.rl.methods import MethodSpec, register_method
 
 
 @dataclass
@@ -79,3 +80,6 @@ class PRMRewardMethod(OutcomeAdvantage):
 def train_prm_grpo(model, tokenizer, domain, prm, config: PRMRewardConfig, train_problems: Sequence[Problem],
                    eval_problems: Sequence[Problem], progress: bool = True) -> TrainResult:
     return GRPOTrainer(model, tokenizer, domain, config, PRMRewardMethod(prm, config)).train(train_problems, eval_problems, progress)
+
+
+register_method("prm", MethodSpec(PRMRewardConfig, lambda c, prm: PRMRewardMethod(prm, c), needs_prm=True))

@@ -14,7 +14,10 @@ For each source and budget the study records
 ``mc_hard`` is ``mc``'s own rollouts read as Math-Shepherd's hard estimate (a step is sound when
 any rollout succeeds), the rule ``omega``'s binary search decides by; it costs nothing extra.
 
-Results go to ``DIR/label_efficiency.json`` (atomically) and ``DIR/label_efficiency.png``.
+Results go to ``DIR/label_efficiency.json`` (atomically) and ``DIR/label_efficiency.png``. The policy,
+the pool and every (source, budget) cell are stages of the run directory, so a rerun recomputes
+nothing and an interrupted study resumes at the first unfinished cell. A source that raises fails
+the study (after the other cells have run and been kept), naming every failure.
 """
 
 from __future__ import annotations
@@ -30,10 +33,13 @@ import numpy as np
 
 from selfprm.domains.arith import ArithConfig, ArithDomain
 from selfprm.eval.metrics import step_auroc
-from selfprm.labels import get_label_source
+from selfprm.labels import get_label_source, run_label_source
 from selfprm.policies.base import sample_flat
-from selfprm.policies.tiny import TinyLMConfig
-from selfprm.types import StepLabels, Trajectory, atomic_write_text
+from selfprm.policies.tiny import SFTConfig, TinyLMConfig
+from selfprm.report.tables import cell
+from selfprm.rundir import RunDir, Stage
+from selfprm.studies.stages import log, policy_stage
+from selfprm.types import StepLabels, Trajectory, read_trajectories, write_trajectories
 
 
 @dataclass
@@ -70,30 +76,57 @@ def default_entries(quick: bool) -> dict[str, Budgeted]:
 
 @dataclass
 class LabelEfficiencyConfig:
+    """Every label source at several budgets on one shared pool.
+
+    Parameters:
+        seed: seeds the SFT, the pool and each budget's sampling stream.
+        domain: the arith problems; 7-9 operations make trajectories of over 8 steps.
+        policy: ``hf`` (the embedded tiny causal LM after SFT) or ``simulated`` (the noisy solver, no SFT).
+        lm: shape of the tiny causal LM.
+        sft: its fine-tuning (the seed is taken from ``seed``); longer chains need more steps than the demo's.
+        n_sft_problems: worked solutions the policy is fine-tuned on.
+        temperature: sampling temperature of the policy.
+        max_new_tokens: cap on a sampled solution's length.
+        n_problems: problems in the shared pool (more gives tighter accuracies).
+        samples_per_problem: solutions sampled per pool problem.
+        entries: the study's rows: a registered source and the keyword arguments of each budget.
+    """
+
     seed: int = 0
-    # 7-9 operations: with redo and extra lines the trajectories average over 8 steps (the issue's bar)
     domain: ArithConfig = field(default_factory=lambda: ArithConfig(min_ops=7, max_ops=9))
-    policy: str = "hf"  # "hf": the embedded tiny causal LM after SFT; "simulated": the noisy solver
+    policy: str = "hf"
     lm: TinyLMConfig = field(default_factory=TinyLMConfig)
     # 600 steps left the policy short of learning 8-10-operation chains (loss 0.34, every pool
     # trajectory flawed); longer chains need more steps than the demo's 3-6
-    sft_steps: int = 1200
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=1200, warmup=100))
     n_sft_problems: int = 20000
     temperature: float = 0.7
     max_new_tokens: int = 128
     n_problems: int = 100
     samples_per_problem: int = 2
-    quick: bool = False
-    entries: dict[str, Budgeted] | None = None  # None: :func:`default_entries`
+    entries: dict[str, Budgeted] = field(default_factory=lambda: default_entries(quick=False))
 
-    @classmethod
-    def quick_config(cls, seed: int = 0) -> "LabelEfficiencyConfig":
-        """Under 3 minutes on 2 cores: the simulated solver (no SFT), 250 problems x 2 samples.
+    def __post_init__(self) -> None:
+        if self.policy not in ("hf", "simulated"):
+            raise ValueError(f"policy must be 'hf' or 'simulated', not {self.policy!r}")
+        from selfprm.labels import LABEL_SOURCES
 
-        The embedded policy's SFT alone takes minutes on a busy 2-core machine, so ``--quick``
-        uses the simulated ``arith`` solver; the JSON's ``policy.kind`` says which ran.
-        """
-        return cls(seed=seed, policy="simulated", n_problems=250, samples_per_problem=2, quick=True)
+        LABEL_SOURCES.check([e.source for e in self.entries.values()])
+
+
+def _quick() -> LabelEfficiencyConfig:
+    """Under 3 minutes on 2 cores: the simulated solver (no SFT), 250 problems x 2 samples.
+
+    The embedded policy's SFT alone takes minutes on a busy 2-core machine, so ``--quick`` uses the
+    simulated ``arith`` solver; the JSON's ``policy.kind`` says which ran.
+    """
+    return LabelEfficiencyConfig(policy="simulated", n_problems=250, samples_per_problem=2,
+                                 entries=default_entries(quick=True))
+
+
+Config = LabelEfficiencyConfig
+PRESETS = {"full": LabelEfficiencyConfig, "quick": _quick}
+DEFAULT_OUT = "runs/label_efficiency"
 
 
 def _derive(labels: list[StepLabels | None], how: str | None) -> list[StepLabels | None]:
@@ -122,24 +155,21 @@ def score_labels(pool: list[Trajectory], labels: list[StepLabels | None]) -> dic
     return out
 
 
-def _policy_factory(config: LabelEfficiencyConfig, out: Path, domain: ArithDomain,
-                    progress: bool) -> tuple[Callable[[int], Any], dict[str, Any]]:
-    """A function ``seed -> fresh policy`` (same weights, own sampling stream) and its description."""
+def _policy_factory(config: LabelEfficiencyConfig, run_dir: RunDir, domain: ArithDomain,
+                    progress: bool) -> tuple[Callable[[int], Any], dict[str, Any], list[Stage]]:
+    """A function ``seed -> fresh policy`` (same weights, own sampling stream), its description, and
+    the stage it was built in (none for the simulated solver)."""
     if config.policy == "simulated":
         from selfprm.policies.simulated import SimulatedPolicy, SimulatedPolicyConfig
 
         return (lambda seed: SimulatedPolicy(domain, SimulatedPolicyConfig(seed=seed))), {
-            "kind": "simulated arith solver (SimulatedPolicy defaults; no SFT)"}
-    if config.policy != "hf":
-        raise ValueError(f"policy must be 'hf' or 'simulated', not {config.policy!r}")
+            "kind": "simulated arith solver (SimulatedPolicy defaults; no SFT)"}, []
     from selfprm.policies.hf import HFPolicy, HFPolicyConfig
-    from selfprm.policies.tiny import SFTConfig, load_or_train_policy_model
 
-    sft = SFTConfig(steps=config.sft_steps, warmup=min(100, max(1, config.sft_steps // 10)), seed=config.seed)
     t0 = time.perf_counter()
-    model, tok, losses = load_or_train_policy_model(domain, out / "policy", config.n_sft_problems, config.lm, sft,
-                                                    progress=progress)
-    info = {"kind": "hf tiny causal LM (embedded), SFT from scratch", "sft_steps": config.sft_steps,
+    stage, model, tok, losses = policy_stage(run_dir, "policy", domain, config.n_sft_problems, config.lm,
+                                             replace(config.sft, seed=config.seed), progress=progress)
+    info = {"kind": "hf tiny causal LM (embedded), SFT from scratch", "sft_steps": config.sft.steps,
             "n_sft_problems": config.n_sft_problems, "temperature": config.temperature,
             "sft_final_loss": float(np.mean(losses[-20:])) if losses else math.nan,
             "sft_or_load_seconds": time.perf_counter() - t0}
@@ -148,19 +178,31 @@ def _policy_factory(config: LabelEfficiencyConfig, out: Path, domain: ArithDomai
         return HFPolicy(model, tok, domain, HFPolicyConfig(temperature=config.temperature,
                                                            max_new_tokens=config.max_new_tokens, seed=seed))
 
-    return make, info
+    return make, info, [stage]
 
 
-def run_label_efficiency(config: LabelEfficiencyConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    domain = ArithDomain(config.domain)
-    make_policy, policy_info = _policy_factory(config, out, domain, progress)
-
-    # the shared pool
+def _pool(config: LabelEfficiencyConfig, run_dir: RunDir, domain: ArithDomain, make_policy,
+          parents: list[Stage]) -> tuple[Stage, list[Trajectory]]:
+    stage = run_dir.stage("pool", {"policy": config.policy, "domain": config.domain, "n": config.n_problems,
+                                   "samples": config.samples_per_problem, "temperature": config.temperature,
+                                   "max_new_tokens": config.max_new_tokens, "seed": config.seed}, parents)
+    if stage.done():
+        return stage, [t for t, _ in read_trajectories(stage.file("pool.jsonl"))]
+    stage.begin()
     problems = domain.sample_problems(config.n_problems, seed=config.seed * 100 + 7, prefix="le")
     pool = sample_flat(make_policy(config.seed * 100 + 7), problems, config.samples_per_problem)
+    write_trajectories(stage.file("pool.jsonl"), pool)
+    stage.finish({"trajectories": len(pool)})
+    return stage, pool
+
+
+def run(config: LabelEfficiencyConfig, out: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Run the study into ``out``; returns the report also written to ``out/label_efficiency.json``."""
+    run_dir = RunDir(out)
+    t_start = time.perf_counter()
+    domain = ArithDomain(config.domain)
+    make_policy, policy_info, policy_stages = _policy_factory(config, run_dir, domain, progress)
+    pool_stage, pool = _pool(config, run_dir, domain, make_policy, policy_stages)
     n = max(1, len(pool))
     pool_info = {
         "trajectories": len(pool),
@@ -170,43 +212,47 @@ def run_label_efficiency(config: LabelEfficiencyConfig, out: str | Path, progres
         "truncated_rate": sum(t.truncated for t in pool) / n,
         "tokens_per_trajectory": sum(t.tokens_generated for t in pool) / n,
     }
-    print(f"pool: {len(pool)} trajectories, {pool_info['steps_per_trajectory']:.1f} steps each, "
-          f"{pool_info['error_rate']:.0%} wrong answers, {pool_info['flawed_rate']:.0%} with a step error", flush=True)
+    log(f"pool: {len(pool)} trajectories, {pool_info['steps_per_trajectory']:.1f} steps each, "
+        f"{pool_info['error_rate']:.0%} wrong answers, {pool_info['flawed_rate']:.0%} with a step error")
 
-    entries = config.entries if config.entries is not None else default_entries(config.quick)
     results: dict[str, list[dict[str, Any]]] = {}
     skipped: dict[str, str] = {}
-    for name, entry in entries.items():
+    failed: dict[str, str] = {}
+    for name, entry in config.entries.items():
         if entry.needs_model and config.policy != "hf":
             skipped[name] = "needs a policy with a model (hf)"
             continue
         rows = []
         for b, kwargs in enumerate(entry.budgets):
-            src = get_label_source(entry.source, **kwargs)
-            if hasattr(src, "progress"):
-                src.progress = False
-            # every source sees the same sampling stream for the same budget
-            policy = make_policy(config.seed * 1000 + 17 * b + 1)
-            t0 = time.perf_counter()
-            try:
-                labels = _derive(src.label(pool, policy), entry.derive)
-            except Exception as e:  # one failing source must not cost the whole study
-                skipped[f"{name} {json.dumps(kwargs, default=str)}"] = f"{type(e).__name__}: {e}"
-                print(f"  {name:10s} failed: {type(e).__name__}: {e}", flush=True)
-                continue
-            secs = time.perf_counter() - t0
-            row = {"budget": kwargs, "policy_tokens": sum(l.policy_tokens for l in labels if l is not None),
-                   "rollouts": sum(l.rollouts for l in labels if l is not None), "seconds": secs}
-            row["tokens_per_trajectory"] = row["policy_tokens"] / n
-            row.update(score_labels(pool, labels))
+            stage = run_dir.stage(f"cells/{name}/{b}", {"source": entry.source, "kwargs": kwargs,
+                                                       "derive": entry.derive}, [pool_stage])
+            if not stage.done():
+                stage.begin()
+                # every source sees the same sampling stream for the same budget
+                policy = make_policy(config.seed * 1000 + 17 * b + 1)
+                try:
+                    res = run_label_source(get_label_source(entry.source, **kwargs), pool, policy)
+                except Exception as e:  # recorded, and the study fails once the other cells are done
+                    failed[f"{name} {json.dumps(kwargs, default=str)}"] = f"{type(e).__name__}: {e}"
+                    log(f"  {name:10s} FAILED: {type(e).__name__}: {e}")
+                    continue
+                labels = _derive(res.labels, entry.derive)
+                row = {"budget": kwargs, "policy_tokens": sum(l.policy_tokens for l in labels if l is not None),
+                       "rollouts": sum(l.rollouts for l in labels if l is not None), "seconds": res.seconds}
+                row["tokens_per_trajectory"] = row["policy_tokens"] / n
+                row.update(score_labels(pool, labels))
+                stage.finish(row)
+            # an undefined metric is stored as null; in memory it is NaN again, as when computed
+            row = {k: math.nan if v is None else v for k, v in stage.result().items()}
             rows.append(row)
-            print(f"  {name:10s} {json.dumps(kwargs, default=str)[:60]:60s} tokens {row['policy_tokens']:>8d}  "
-                  f"first-error acc {row['first_error_accuracy']:.3f}  step AUROC {row['step_auroc']:.3f}  "
-                  f"({secs:.1f}s)", flush=True)
+            log(f"  {name:10s} {json.dumps(kwargs, default=str)[:60]:60s} tokens {row['policy_tokens']:>8d}  "
+                f"first-error acc {cell(row['first_error_accuracy'])}  step AUROC {cell(row['step_auroc'])}  "
+                f"({row['seconds']:.1f}s)")
         results[name] = rows
-        # the partial study on disk after every source, so a long run shows its progress
-        atomic_write_text(out / "label_efficiency.partial.json",
-                          json.dumps({"policy": policy_info, "pool": pool_info, "sources": results}, default=str))
+    if failed:
+        raise RuntimeError(f"label-efficiency: {len(failed)} source budget(s) failed (the finished cells are kept "
+                           "under cells/ and a rerun redoes only these): "
+                           + "; ".join(f"{k}: {v}" for k, v in failed.items()))
 
     report = {
         "policy": policy_info,
@@ -215,13 +261,15 @@ def run_label_efficiency(config: LabelEfficiencyConfig, out: str | Path, progres
         "sources": results,
         "skipped": skipped,
         "omega_vs_mc": omega_vs_mc(results),
-        "quick": config.quick,
         "seed": config.seed,
         "seconds": time.perf_counter() - t_start,
     }
-    atomic_write_text(out / "label_efficiency.json", json.dumps(report, indent=2, default=str))
-    (out / "label_efficiency.partial.json").unlink(missing_ok=True)
-    plot_label_efficiency(report, out / "label_efficiency.png")
+    run_dir.write_json("label_efficiency.json", report)
+    plot_label_efficiency(report, run_dir.root / "label_efficiency.png")
+    for c in report["omega_vs_mc"]:
+        log(f"omega vs mc at {c['n_rollouts']} rollouts/prefix: accuracy {cell(c['omega_accuracy'])} vs "
+            f"{cell(c['mc_accuracy'])}, {c['token_ratio']:.1f}x fewer tokens -> {'holds' if c['holds'] else 'fails'}")
+    log(f"wrote {run_dir.root}/label_efficiency.json and label_efficiency.png ({report['seconds']:.0f} s)")
     return report
 
 
@@ -253,12 +301,13 @@ def plot_label_efficiency(report: dict[str, Any], path: str | Path) -> None:
     for ax, metric in zip(axes, ("first_error_accuracy", "step_auroc")):
         for i, (name, rows) in enumerate(sorted(report["sources"].items())):
             col = colors[i % len(colors)]
-            pts = [(r["policy_tokens"], r[metric]) for r in rows if r["policy_tokens"] > 0]
+            # an undefined metric is null in the JSON, NaN in memory: not drawn either way
+            pts = [(r["policy_tokens"], r[metric]) for r in rows if r["policy_tokens"] > 0 and r[metric] is not None]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=name, color=col)
             else:  # free sources: a level line, since log scale has no zero
                 for r in rows:
-                    if not math.isnan(r[metric]):
+                    if r[metric] is not None and not math.isnan(r[metric]):
                         ax.axhline(r[metric], ls="--", lw=1, color=col, label=f"{name} (0 tokens)")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide

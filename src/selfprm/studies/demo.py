@@ -4,46 +4,62 @@ domain -> tiny policy (SFT from scratch) -> sampled pool -> step labels from eac
 a PRM per source (initialised from the policy's weights) -> step AUROC, first-error F1 and
 best-of-8 on held-out problems, against the exact oracle.
 
-Every stage writes its result under ``--out`` atomically and is skipped on a rerun with the same
-configuration, so an interrupted demo resumes where it stopped.
+Every stage goes through the run directory (:mod:`selfprm.rundir`): a rerun with the same
+configuration recomputes nothing, a changed parameter recomputes only the stages built from it,
+and an interrupted demo resumes where it stopped (labelling from its finished shards).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from selfprm.domains.arith import ArithConfig, ArithDomain
 from selfprm.eval.metrics import best_of_n, first_error_f1, solution_scores, step_auroc, tune_threshold
-from selfprm.labels import get_label_source
-from selfprm.labels.sharded import run_label_source_sharded
 from selfprm.policies.base import reseed, sample_flat
 from selfprm.policies.hf import HFPolicy, HFPolicyConfig
-from selfprm.policies.tiny import SFTConfig, TinyLMConfig, load_or_train_policy_model
-from selfprm.prm.model import PRMConfig, ProcessRewardModel
-from selfprm.prm.train import PRMTrainConfig, TrainHistory, train_prm
-from selfprm.types import (
-    StepLabels,
-    Trajectory,
-    atomic_write_text,
-    read_trajectories,
-    to_strict_json,
-    write_trajectories,
-)
+from selfprm.policies.tiny import SFTConfig, TinyLMConfig
+from selfprm.prm.model import PRMConfig
+from selfprm.prm.train import PRMTrainConfig
+from selfprm.rundir import RunDir
+from selfprm.studies.stages import label_stage, log, policy_stage, prm_stage
+from selfprm.types import Trajectory, read_trajectories, write_trajectories
 
 
 @dataclass
 class DemoConfig:
+    """The demo on ``arith``.
+
+    Parameters:
+        seed: seeds the SFT, the pool's sampling, the labelling and the PRMs.
+        domain: the arith problems (operations, operand ranges, the knobs that make steps hard).
+        lm: shape of the tiny causal LM trained from scratch.
+        sft: its supervised fine-tuning (the seed is taken from ``seed``).
+        n_sft_problems: worked solutions the policy is fine-tuned on.
+        temperature: sampling temperature of the policy (above 0 it errs at a measurable rate).
+        max_new_tokens: cap on a sampled solution's length.
+        n_train_problems: problems of the pool the label sources label and the PRMs train on.
+        samples_per_train_problem: solutions sampled per training problem.
+        n_dev_problems: problems of the dev split (tunes the first-error threshold).
+        samples_per_dev_problem: solutions sampled per dev problem.
+        n_test_problems: held-out problems the PRMs are evaluated on.
+        bon_n: solutions per test problem, the N of best-of-N.
+        mc_rollouts: Monte Carlo rollouts per step prefix of the ``mc`` source.
+        sources: the label sources, one table row each (any registered name).
+        source_kwargs: keyword arguments of each label source beyond its defaults (JSON on the command line).
+        prm: PRM training; the loss is the one the label source names.
+        surprise_features: the PRM head also reads the backbone's token log-probs (prm/model.py).
+        spr_warmup_steps: SPR warm start: optimizer steps of class-balanced BCE before the filter is on.
+        aggregation: how step scores become a solution score for best-of-N (``min``, ``prod``, ...).
+        label_shard_size: trajectories per labelling shard (the unit of resume).
+    """
+
     seed: int = 0
     domain: ArithConfig = field(default_factory=ArithConfig)
     lm: TinyLMConfig = field(default_factory=TinyLMConfig)
@@ -59,7 +75,6 @@ class DemoConfig:
     bon_n: int = 8
     mc_rollouts: int = 4
     sources: tuple[str, ...] = ("oracle", "outcome", "spr", "mc", "omega", "mcts", "tree", "implicit", "consensus")
-    # keyword arguments of each label source beyond the defaults (``mc``'s rollouts come from mc_rollouts)
     source_kwargs: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         "omega": {"n_rollouts": 4},
         "mcts": {"n_simulations": 4},
@@ -70,52 +85,28 @@ class DemoConfig:
     })
     # the head's fast learning rate lets it pick up the three surprise features within ~100 steps
     prm: PRMTrainConfig = field(default_factory=lambda: PRMTrainConfig(epochs=3, batch_size=32, head_lr=5e-2))
-    # PRM head also reads the policy-initialised backbone's token log-probs (prm/model.py)
     surprise_features: bool = True
     spr_warmup_steps: int = 0
     aggregation: str = "min"
     label_shard_size: int = 128
 
-    @classmethod
-    def quick(cls, seed: int = 0) -> "DemoConfig":
-        # The policy needs ~400 SFT steps to learn the mod-10 tables (below that its steps are
-        # nearly all wrong), so quick saves on everything else: fewer problems and rollouts.
-        return cls(
-            seed=seed,
-            sft=SFTConfig(steps=400),
-            n_sft_problems=8000,
-            n_train_problems=60,
-            n_dev_problems=40,
-            n_test_problems=50,
-            sources=("oracle", "outcome", "spr", "mc"),
-            mc_rollouts=4,
-            prm=PRMTrainConfig(epochs=3, batch_size=32, head_lr=5e-2),
-        )
+    def __post_init__(self) -> None:
+        from selfprm.labels import LABEL_SOURCES
+
+        # an unknown name fails here, before anything is written
+        LABEL_SOURCES.check(self.sources)
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _quick() -> DemoConfig:
+    # The policy needs ~400 SFT steps to learn the mod-10 tables (below that its steps are nearly
+    # all wrong), so quick saves on everything else: fewer problems, the four spine sources.
+    return DemoConfig(sft=SFTConfig(steps=400), n_sft_problems=8000, n_train_problems=60, n_dev_problems=40,
+                      n_test_problems=50, sources=("oracle", "outcome", "spr", "mc"))
 
 
-class _Stages:
-    """Stage results on disk, keyed by a hash of what produced them."""
-
-    def __init__(self, out: Path):
-        self.out = out
-        self.index_path = out / "stages.json"
-        self.index = json.loads(self.index_path.read_text()) if self.index_path.exists() else {}
-
-    def done(self, name: str, key: str) -> bool:
-        return self.index.get(name) == key
-
-    def mark(self, name: str, key: str) -> None:
-        self.index[name] = key
-        atomic_write_text(self.index_path, json.dumps(self.index, indent=2))
-
-
-def _log(msg: str) -> None:
-    # stage lines always print; ``progress`` governs the bars only
-    print(msg, flush=True)
+Config = DemoConfig
+PRESETS = {"full": DemoConfig, "quick": _quick}
+DEFAULT_OUT = "runs/demo"
 
 
 def _policy_stats(trajs: list[Trajectory]) -> dict[str, float]:
@@ -137,15 +128,13 @@ def _policy_stats(trajs: list[Trajectory]) -> dict[str, float]:
     }
 
 
-def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stages = _Stages(out)
+def run(config: DemoConfig, out: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Run the demo into ``out``; returns the metrics also written to ``out/metrics.json``."""
+    run_dir = RunDir(out)
+    out = run_dir.root
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)  # only model inits below draw from it; every sampler has its own seed
     domain = ArithDomain(config.domain)
-
-    # 1. policy ------------------------------------------------------------------------------
     stage_seconds: dict[str, float] = {}
     t_stage = time.perf_counter()
 
@@ -154,116 +143,82 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
         now = time.perf_counter()
         stage_seconds[name] = now - t_stage
         t_stage = now
-        _log(f"      ({name}: {stage_seconds[name]:.1f} s)")
+        log(f"      ({name}: {stage_seconds[name]:.1f} s)")
 
-    _log("[1/5] policy: tiny causal LM trained from scratch by SFT on worked solutions")
+    # 1. policy ------------------------------------------------------------------------------
+    log("[1/5] policy: tiny causal LM trained from scratch by SFT on worked solutions")
     sft = replace(config.sft, seed=config.seed)
-    model, tok, sft_losses = load_or_train_policy_model(
-        domain, out / "policy", config.n_sft_problems, config.lm, sft, progress=progress
-    )
+    policy_st, model, tok, sft_losses = policy_stage(run_dir, "policy", domain, config.n_sft_problems, config.lm, sft,
+                                                     progress=progress)
     policy = HFPolicy(model, tok, domain, HFPolicyConfig(
         temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=config.seed, progress=progress))
-
     lap("policy")
 
     # 2. pool ----------------------------------------------------------------------------------
-    _log("[2/5] sampling the trajectory pool (train / dev / test)")
-    pool_key = _hash([asdict(config.domain), asdict(config.lm), asdict(sft), config.n_sft_problems, config.temperature,
-                      config.max_new_tokens, config.n_train_problems, config.samples_per_train_problem,
-                      config.n_dev_problems, config.samples_per_dev_problem, config.n_test_problems, config.bon_n,
-                      config.seed])
-    pool_dir = out / "pool"
+    log("[2/5] sampling the trajectory pool (train / dev / test)")
     splits = {
         "train": (config.n_train_problems, config.samples_per_train_problem, 1),
         "dev": (config.n_dev_problems, config.samples_per_dev_problem, 2),
         "test": (config.n_test_problems, config.bon_n, 3),
     }
+    pool_st = run_dir.stage("pool", {"splits": splits, "temperature": config.temperature,
+                                     "max_new_tokens": config.max_new_tokens, "seed": config.seed}, [policy_st])
     pool: dict[str, list[Trajectory]] = {}
-    for split, (n_prob, n_samp, offset) in splits.items():
-        path = pool_dir / f"{split}.jsonl"
-        if stages.done(f"pool/{split}", pool_key) and path.exists():
-            pool[split] = [t for t, _ in read_trajectories(path)]
-            continue
-        problems = domain.sample_problems(n_prob, seed=config.seed * 100 + offset, prefix=split)
-        reseed(policy, config.seed * 100 + offset)  # each split's samples are repeatable on their own
-        pool[split] = sample_flat(policy, problems, n_samp)
-        write_trajectories(path, pool[split])
-        stages.mark(f"pool/{split}", pool_key)
+    if pool_st.done():
+        pool = {split: [t for t, _ in read_trajectories(pool_st.file(f"{split}.jsonl"))] for split in splits}
+    else:
+        pool_st.begin()
+        for split, (n_prob, n_samp, offset) in splits.items():
+            problems = domain.sample_problems(n_prob, seed=config.seed * 100 + offset, prefix=split)
+            reseed(policy, config.seed * 100 + offset)  # each split's samples are repeatable on their own
+            pool[split] = sample_flat(policy, problems, n_samp)
+            write_trajectories(pool_st.file(f"{split}.jsonl"), pool[split])
+        pool_st.finish({split: len(v) for split, v in pool.items()})
     stats = _policy_stats(pool["test"])
     stats.update(temperature=config.temperature, sft_final_loss=float(np.mean(sft_losses[-20:])) if sft_losses else math.nan)
-    _log(f"      policy errs on {stats['error_rate']:.1%} of test solutions at T={config.temperature} "
-                   f"({stats['step_error_rate']:.1%} of steps)")
-
+    log(f"      policy errs on {stats['error_rate']:.1%} of test solutions at T={config.temperature} "
+        f"({stats['step_error_rate']:.1%} of steps)")
     lap("pool")
 
     # 3. labels --------------------------------------------------------------------------------
-    _log("[3/5] step labels from each source")
-    label_results: dict[str, dict[str, Any]] = {}
+    log("[3/5] step labels from each source")
     train = pool["train"]
-    labels_by_source: dict[str, list[StepLabels | None]] = {}
-    label_keys: dict[str, str] = {}
+    label_results: dict[str, dict[str, Any]] = {}
+    labels_by_source = {}
+    label_stages = {}
     for name in config.sources:
         kwargs = dict(config.source_kwargs.get(name, {}))
         if name == "mc":
             kwargs.setdefault("n_rollouts", config.mc_rollouts)
-        src = get_label_source(name, **kwargs)
-        if hasattr(src, "progress"):
-            src.progress = progress
-        label_keys[name] = _hash([pool_key, name, kwargs])
-        # sharded: an interrupted labeling job resumes from its finished shards
-        res = run_label_source_sharded(src, train, policy, out / "labels" / f"{name}.shards",
-                                       shard_size=config.label_shard_size, key=label_keys[name],
-                                       seed=config.seed)
-        labs = res.labels
-        kept = [(t, l) for t, l in zip(train, labs) if l is not None]
-        # the export holds only labelled trajectories, so it stays valid stepwise supervision
-        write_trajectories(out / "labels" / f"{name}.jsonl", [t for t, _ in kept], [l for _, l in kept])
-        meta = {"seconds": res.seconds, "policy_tokens": res.policy_tokens, "rollouts": res.rollouts,
-                "labeled_steps": res.labeled_steps, "dropped": sum(l is None for l in labs), "prm_loss": res.prm_loss}
+        label_stages[name], labs, meta = label_stage(
+            run_dir, f"labels/{name}", name, kwargs, train, policy, [pool_st], config.label_shard_size, config.seed,
+            progress=progress)
+        meta = dict(meta)
         labels_by_source[name] = labs
-        label_results[name] = meta
         flat = [(v, o) for l, t in zip(labs, train) if l is not None for v, o in zip(l.values, t.oracle_labels)]
-        agree = sum((v >= 0.5) == o for v, o in flat) / max(1, len(flat))
-        meta["label_accuracy_vs_oracle"] = agree
-        _log(f"      {name:8s} {meta['labeled_steps']} steps, {meta['policy_tokens']} policy tokens, "
-                       f"{agree:.1%} agree with the oracle")
-
+        meta["label_accuracy_vs_oracle"] = sum((v >= 0.5) == o for v, o in flat) / max(1, len(flat))
+        label_results[name] = meta
+        log(f"      {name:8s} {meta['labeled_steps']} steps, {meta['policy_tokens']} policy tokens, "
+            f"{meta['label_accuracy_vs_oracle']:.1%} agree with the oracle")
     lap("labels")
 
     # 4. PRMs ----------------------------------------------------------------------------------
-    _log("[4/5] a PRM per source (backbone initialised from the policy)")
-    prms: dict[str, ProcessRewardModel] = {}
+    log("[4/5] a PRM per source (backbone initialised from the policy)")
+    prms = {}
     histories: dict[str, dict[str, Any]] = {}
     for name in config.sources:
         loss = label_results[name]["prm_loss"]
         tcfg = replace(config.prm, loss=loss, seed=config.seed,
                        spr_warmup_steps=config.spr_warmup_steps if loss == "spr" else 0)
         pcfg = PRMConfig(step_separator=domain.step_separator, surprise_features=config.surprise_features)
-        key = _hash([label_keys[name], asdict(tcfg), asdict(pcfg)])
-        pdir = out / "prm" / name
-        if stages.done(f"prm/{name}", key) and (pdir / "prm_config.json").exists():
-            prms[name] = ProcessRewardModel.from_pretrained(pdir)
-            histories[name] = json.loads((pdir / "history.json").read_text())
-            continue
-        backbone = _policy_backbone(out / "policy")
-        with torch.random.fork_rng():
-            torch.manual_seed(config.seed)
-            prm = ProcessRewardModel(backbone, tok, pcfg)
-        hist = train_prm(prm, list(zip(train, labels_by_source[name])), tcfg, progress=progress, desc=name)
-        tmp = pdir.with_name(pdir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        prm.save_pretrained(tmp)
-        (tmp / "history.json").write_text(json.dumps(asdict(hist)))
-        shutil.rmtree(pdir, ignore_errors=True)
-        os.replace(tmp, pdir)
-        stages.mark(f"prm/{name}", key)
-        prms[name] = prm
-        histories[name] = asdict(hist)
-
+        # the causal LM with its head: the PRM's surprise features read the LM head's log-probs
+        _, prms[name], histories[name] = prm_stage(
+            run_dir, f"prm/{name}", [label_stages[name], policy_st], policy_st.file("model"), tok,
+            list(zip(train, labels_by_source[name])), tcfg, pcfg, init_seed=config.seed, progress=progress, desc=name)
     lap("prms")
 
     # 5. evaluation ----------------------------------------------------------------------------
-    _log("[5/5] evaluation on held-out problems")
+    log("[5/5] evaluation on held-out problems")
     dev, test = pool["dev"], pool["test"]
     rows: dict[str, dict[str, Any]] = {}
     baselines = None
@@ -276,7 +231,7 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
         bon = best_of_n(
             [[(t.final_answer, bool(t.outcome), s) for t, s in zip(test[i:i + config.bon_n], sol[i:i + config.bon_n])]
              for i in range(0, len(test), config.bon_n)],
-            config.bon_n, seed=config.seed,
+            config.bon_n,
         )
         baselines = {"majority_vote": bon.majority_vote, "random_pick": bon.random_pick, "oracle_pick": bon.oracle_pick}
         meta = label_results[name]
@@ -321,16 +276,10 @@ def run_demo(config: DemoConfig, out: str | os.PathLike, progress: bool = True) 
         "prm": {"surprise_features": config.surprise_features, "epochs": config.prm.epochs},
     }
     # an undefined metric (e.g. F1 with no error-free test solution) is written as null, not NaN
-    atomic_write_text(out / "metrics.json", json.dumps(to_strict_json(metrics), indent=2))
+    run_dir.write_json("metrics.json", metrics)
     from selfprm.report.demo_report import write_demo_report
 
     table = write_demo_report(metrics, out)
     print(table)
     return metrics
 
-
-def _policy_backbone(policy_dir: Path):
-    # the causal LM with its head: the PRM's surprise features read the LM head's log-probs
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(policy_dir)

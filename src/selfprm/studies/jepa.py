@@ -16,13 +16,16 @@ Protocol (all figures measured in the run, nothing hard-coded):
    * reference ``random_frozen``: the untrained encoder, frozen, same probe.
 4. Report intent/slot accuracy on the test set, text exact match / token F1,
    and zero-shot slot accuracy / token F1 on the held-out templates.
+
+The whole comparison is one stage of the run directory (:mod:`selfprm.rundir`): a rerun with the
+same config reads the metrics back instead of pretraining again.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,6 +44,7 @@ from selfprm.jepa.masking import TemporalMaskConfig
 from selfprm.jepa.model import EncoderConfig, VideoEncoder, seeded_init
 from selfprm.jepa.pretrain import PretrainConfig, frames_to_float, pretrain_jepa, pretrain_mae
 from selfprm.jepa.supervised import SupervisedConfig, train_from_scratch
+from selfprm.rundir import RunDir, config_blob
 from selfprm.jepa.ui_streams import (
     SEEN_TEMPLATES,
     ZERO_SHOT_TEMPLATES,
@@ -55,7 +59,24 @@ METHODS = ("jepa", "scratch", "mae")
 
 
 @dataclass
-class StudyConfig:
+class JepaConfig:
+    """UI-JEPA against scratch and MAE at several labels per intent.
+
+    Parameters:
+        seed: seeds the recordings, the initialisations and the label draws.
+        label_counts: labelled recordings per intent.
+        label_draws: random draws of which recordings are labelled, per count.
+        unlabeled_per_template: unlabeled recordings per seen intent template (pretraining data).
+        test_per_template: test recordings per seen template (IIT-like).
+        zero_shot_per_template: test recordings per held-out template (IIW-like).
+        streams: the synthetic UI recordings.
+        encoder: the video encoder (shared by JEPA, MAE and scratch).
+        pretrain: JEPA / MAE pretraining.
+        probe: the intent and slot probe on frozen embeddings.
+        decoder: the small text decoder.
+        supervised: the from-scratch baseline's training.
+    """
+
     seed: int = 0
     label_counts: tuple[int, ...] = (1, 5, 10, 50)
     label_draws: int = 2
@@ -69,39 +90,42 @@ class StudyConfig:
     decoder: TextDecoderConfig = field(default_factory=TextDecoderConfig)
     supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
 
-    @classmethod
-    def quick(cls, seed: int = 0) -> StudyConfig:
-        """Same protocol, smaller budget: about three minutes on two (busy) cores."""
-        return cls(
-            seed=seed,
-            label_draws=1,
-            unlabeled_per_template=150,
-            test_per_template=20,
-            zero_shot_per_template=20,
-            pretrain=PretrainConfig(steps=400),
-            probe=ProbeConfig(steps=200),
-            decoder=TextDecoderConfig(steps=150),
-            supervised=SupervisedConfig(steps=150),
-        )
 
-    @classmethod
-    def tiny(cls, seed: int = 0) -> StudyConfig:
-        """Smoke-test size: every stage runs, numbers are meaningless."""
-        return cls(
-            seed=seed,
-            label_counts=(1, 2),
-            label_draws=1,
-            unlabeled_per_template=4,
-            test_per_template=2,
-            zero_shot_per_template=2,
-            streams=UIStreamConfig(num_frames=8),
-            encoder=EncoderConfig(num_frames=8, dim=32, depth=1, heads=2, predictor_dim=32, predictor_depth=1),
-            pretrain=PretrainConfig(steps=4, batch_size=4, warmup_steps=1, log_every=2,
-                                    mask=TemporalMaskConfig(num_frames=8)),
-            probe=ProbeConfig(steps=5, hidden=16),
-            decoder=TextDecoderConfig(steps=5, hidden=16, embed=8),
-            supervised=SupervisedConfig(steps=3, batch_size=4),
-        )
+def _quick() -> "JepaConfig":
+    """Same protocol, smaller budget: about three minutes on two (busy) cores."""
+    return JepaConfig(
+        label_draws=1,
+        unlabeled_per_template=150,
+        test_per_template=20,
+        zero_shot_per_template=20,
+        pretrain=PretrainConfig(steps=400),
+        probe=ProbeConfig(steps=200),
+        decoder=TextDecoderConfig(steps=150),
+        supervised=SupervisedConfig(steps=150),
+    )
+
+
+def _tiny() -> "JepaConfig":
+    """Smoke-test size: every stage runs, numbers are meaningless."""
+    return JepaConfig(
+        label_counts=(1, 2),
+        label_draws=1,
+        unlabeled_per_template=4,
+        test_per_template=2,
+        zero_shot_per_template=2,
+        streams=UIStreamConfig(num_frames=8),
+        encoder=EncoderConfig(num_frames=8, dim=32, depth=1, heads=2, predictor_dim=32, predictor_depth=1),
+        pretrain=PretrainConfig(steps=4, batch_size=4, warmup_steps=1, log_every=2,
+                                mask=TemporalMaskConfig(num_frames=8)),
+        probe=ProbeConfig(steps=5, hidden=16),
+        decoder=TextDecoderConfig(steps=5, hidden=16, embed=8),
+        supervised=SupervisedConfig(steps=3, batch_size=4),
+    )
+
+
+Config = JepaConfig
+PRESETS = {"full": JepaConfig, "quick": _quick, "tiny": _tiny}
+DEFAULT_OUT = "runs/jepa"
 
 
 @dataclass
@@ -112,7 +136,7 @@ class StudyData:
     zero_shot: RecordingSet  # held-out templates (IIW-like)
 
 
-def build_data(cfg: StudyConfig) -> StudyData:
+def build_data(cfg: JepaConfig) -> StudyData:
     # Independent streams per split so that changing one split's size leaves the others intact.
     seeds = np.random.SeedSequence(cfg.seed).spawn(4)
     make = lambda templates, n, s: stack(  # noqa: E731
@@ -167,46 +191,60 @@ def _mean_over_draws(runs: list[dict]) -> dict:
     return out
 
 
-def _frozen_method(encoder: VideoEncoder, data: StudyData, cfg: StudyConfig, subsets: dict, bar) -> dict:
+def _over_label_draws(cfg: JepaConfig, subsets: dict, data: StudyData, bar, fit) -> dict:
+    """``fit(idx, intents, gen, draw) -> scores`` on every labelled subset, averaged over draws per count."""
+    per_k = {}
+    for k in cfg.label_counts:
+        runs = []
+        for draw, idx in enumerate(subsets[k]):
+            gen = torch.Generator().manual_seed(cfg.seed * 7919 + 101 * k + draw)
+            runs.append(fit(idx, [data.labelled.intents[i] for i in idx], gen, draw))
+            bar.update(1)
+        per_k[str(k)] = _mean_over_draws(runs)
+    return per_k
+
+
+def _frozen_method(encoder: VideoEncoder, data: StudyData, cfg: JepaConfig, subsets: dict, bar) -> dict:
     feats_lab = embed_clips(encoder, data.labelled.frames)
     feats_test = embed_clips(encoder, data.test.frames)
     feats_zs = embed_clips(encoder, data.zero_shot.frames)
-    per_k = {}
-    for k in cfg.label_counts:
-        runs = []
-        for draw, idx in enumerate(subsets[k]):
-            gen = torch.Generator().manual_seed(cfg.seed * 7919 + 101 * k + draw)
-            intents = [data.labelled.intents[i] for i in idx]
-            heads = train_probe(feats_lab[idx], intents, cfg.probe, gen, seed=cfg.seed + draw)
-            decoder = train_text_decoder(feats_lab[idx], intents, cfg.decoder, gen, seed=cfg.seed + draw)
-            runs.append(_score(heads, decoder, feats_test, feats_zs, data))
-            bar.update(1)
-        per_k[str(k)] = _mean_over_draws(runs)
-    return per_k
+
+    def fit(idx, intents, gen, draw):
+        heads = train_probe(feats_lab[idx], intents, cfg.probe, gen, seed=cfg.seed + draw)
+        decoder = train_text_decoder(feats_lab[idx], intents, cfg.decoder, gen, seed=cfg.seed + draw)
+        return _score(heads, decoder, feats_test, feats_zs, data)
+
+    return _over_label_draws(cfg, subsets, data, bar, fit)
 
 
-def _scratch_method(data: StudyData, cfg: StudyConfig, subsets: dict, bar) -> dict:
+def _scratch_method(data: StudyData, cfg: JepaConfig, subsets: dict, bar) -> dict:
     frames_lab = torch.from_numpy(data.labelled.frames)
-    per_k = {}
-    for k in cfg.label_counts:
-        runs = []
-        for draw, idx in enumerate(subsets[k]):
-            gen = torch.Generator().manual_seed(cfg.seed * 7919 + 101 * k + draw)
-            intents = [data.labelled.intents[i] for i in idx]
-            encoder, heads = train_from_scratch(
-                frames_lab[idx], intents, cfg.encoder, cfg.probe, cfg.supervised, gen, seed=cfg.seed
-            )
-            feats = embed_clips(encoder, frames_lab[idx])
-            decoder = train_text_decoder(feats, intents, cfg.decoder, gen, seed=cfg.seed + draw)
-            feats_test = embed_clips(encoder, data.test.frames)
-            feats_zs = embed_clips(encoder, data.zero_shot.frames)
-            runs.append(_score(heads, decoder, feats_test, feats_zs, data))
-            bar.update(1)
-        per_k[str(k)] = _mean_over_draws(runs)
-    return per_k
+
+    def fit(idx, intents, gen, draw):
+        encoder, heads = train_from_scratch(frames_lab[idx], intents, cfg.encoder, cfg.probe, cfg.supervised, gen,
+                                            seed=cfg.seed)
+        decoder = train_text_decoder(embed_clips(encoder, frames_lab[idx]), intents, cfg.decoder, gen,
+                                     seed=cfg.seed + draw)
+        return _score(heads, decoder, embed_clips(encoder, data.test.frames), embed_clips(encoder, data.zero_shot.frames),
+                      data)
+
+    return _over_label_draws(cfg, subsets, data, bar, fit)
 
 
-def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
+def run(cfg: JepaConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Run the comparison into ``out`` (metrics, report, plot); returns the metrics."""
+    from selfprm.jepa.report import write_report
+
+    stage = RunDir(out).stage("comparison", cfg)
+    if not stage.done():
+        stage.begin()
+        stage.finish(compare(cfg, progress))
+    metrics = stage.result()
+    print(write_report(metrics, Path(out)))
+    return metrics
+
+
+def compare(cfg: JepaConfig, progress: bool = True) -> dict:
     """Run the comparison; returns the metrics dict written to ``jepa_metrics.json``."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -256,5 +294,5 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
             "seen_templates": [t.text for t in SEEN_TEMPLATES],
             "zero_shot_templates": [t.text for t in ZERO_SHOT_TEMPLATES],
         },
-        "config": dataclasses.asdict(cfg),
+        "config": config_blob(cfg),
     }
