@@ -30,7 +30,7 @@ def _tiny_config() -> DemoConfig:
         prm=PRMTrainConfig(epochs=1, batch_size=8),
         source_kwargs={"omega": {"n_rollouts": 2}, "mcts": {"n_simulations": 2}, "tree": {"m_trees": 2, "l_rounds": 1},
                        "implicit": {"train_steps": 5},
-                       "consensus": {"primary_kwargs": {"n_rollouts": 2, "soft": False}, "second_kwargs": {"n_rollouts": 2}}},
+                       "consensus": {"primary_kwargs": {"n_rollouts": 2, "soft": False}, "judge_kwargs": {"epochs": 1}}},
     )
 
 
@@ -47,12 +47,23 @@ def test_demo_end_to_end_writes_metrics_report_and_plots_and_resumes(tmp_path, c
             assert isinstance(row[key], float) and math.isfinite(row[key]), (name, key, row[key])
     assert m["label_sources"]["mc"]["policy_tokens_per_step_label"] > 0
     assert m["label_sources"]["oracle"]["policy_tokens_per_step_label"] == 0
+    # the ledger: free labels still pay for their PRM's training; rollouts pay for the policy's passes
+    for name, row in m["label_sources"].items():
+        assert set(row["cost"]) >= {"policy_tokens", "token_passes", "seconds"}
+        assert row["cost"]["token_passes"] >= row["cost"]["prm_token_passes"] > 0, name
+        assert row["seeds"] == 1 and row["sd"] == {"step_auroc": 0.0, "first_error_f1": 0.0, "bon_accuracy": 0.0}
+    assert m["label_sources"]["mc"]["cost"]["label_token_passes"] > m["label_sources"]["mc"]["cost"]["policy_tokens"]
+    assert m["label_sources"]["oracle"]["cost"]["label_token_passes"] == 0
+    assert m["label_sources"]["spr"]["aggregation"] == "geomean" and m["label_sources"]["mc"]["aggregation"] == "min"
+    assert m["label_sources"]["spr"]["kept_share"][0]["positive"]  # logged per seed
+    assert any("spr" in d for d in m["deviations"])
     assert set(m["baselines"]) == {"majority_vote", "random_pick", "oracle_pick"}
     assert 0 <= m["policy"]["error_rate"] <= 1
     assert set(m["stage_seconds"]) == {"policy", "pool", "labels", "prms", "evaluation"}
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["label_sources"].keys() == m["label_sources"].keys()
     assert (out / "report.md").read_text().startswith("# selfprm demo")
+    assert "## Deviations from the papers" in (out / "report.md").read_text()
     assert (out / "label_sources.png").stat().st_size > 1000
     assert "| mc |" in capsys.readouterr().out
     # a rerun with the same config loads every stage instead of redoing it, and gives the same table
@@ -70,17 +81,43 @@ def test_demo_resumes_an_interrupted_labeling_job_from_its_shards(tmp_path):
     config = _tiny_config()
     config.label_shard_size = 8  # 24 train trajectories: three shards per source
     first = run_demo(config, out, progress=False)
-    shards = out / "labels" / "mc" / "shards"
+    shards = out / "seed-0" / "labels" / "mc" / "shards"
     assert sorted(p.name for p in shards.glob("*.json")) == ["shard-00000.json", "shard-00001.json", "shard-00002.json"]
     # simulate a job killed while writing the last shard: neither its completion mark nor the
     # stage's (written last) appeared
     (shards / "shard-00002.json").unlink()
-    (out / "labels" / "mc" / ".stage-done.json").unlink()
+    (out / "seed-0" / "labels" / "mc" / ".stage-done.json").unlink()
     kept = {p: p.stat().st_mtime_ns for p in shards.glob("shard-0000[01].*")}
     again = run_demo(config, out, progress=False)
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # finished shards were not redone
     assert (shards / "shard-00002.json").exists()
     assert again["label_sources"]["mc"]["policy_tokens"] == first["label_sources"]["mc"]["policy_tokens"]
+
+
+@pytest.mark.slow
+def test_demo_with_seeds_reports_mean_and_sd_over_independent_streams(tmp_path):
+    config = _tiny_config()
+    config.sources = ("oracle", "outcome")
+    config.seeds = 2
+    m = run_demo(config, tmp_path / "demo", progress=False)
+    for name, row in m["label_sources"].items():
+        vals = row["per_seed"]["step_auroc"]
+        assert len(vals) == 2 and row["seeds"] == 2
+        assert row["step_auroc"] == pytest.approx(sum(vals) / 2)
+        assert row["sd"]["step_auroc"] == pytest.approx(abs(vals[0] - vals[1]) / 2 ** 0.5)
+    # independent streams: the two seeds sampled different pools from the one shared policy
+    a, b = ((tmp_path / "demo" / f"seed-{k}" / "pool" / "train.jsonl").read_text() for k in (0, 1))
+    assert a != b
+    assert not (tmp_path / "demo" / "seed-1" / "policy").exists()
+    assert "±" in (tmp_path / "demo" / "report.md").read_text()
+
+
+def test_seed_streams_do_not_collide():
+    from selfprm.studies.stages import seed_streams
+
+    s0 = seed_streams(0, ["sft", "seed-0", "seed-1"])
+    assert len(set(s0.values())) == 3 and s0 == seed_streams(0, ["sft", "seed-0", "seed-1"])
+    assert set(s0.values()).isdisjoint(seed_streams(1, ["sft", "seed-0", "seed-1"]).values())
 
 
 def test_cli_help_lists_the_commands(capsys):

@@ -1,8 +1,20 @@
 import pytest
+import torch
 
 from selfprm.labels import run_label_source
 from selfprm.labels.consensus import ConsensusLabels
+from selfprm.policies import HFPolicy, HFPolicyConfig, SimulatedPolicy
 from selfprm.types import Trajectory
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The tiny models run many small ops; a second intra-op thread adds a barrier to each, which
+    stalls whenever the 2 shared cores are busy (the toy test: 1 s on one thread, 200 s on two under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _pool(domain):
@@ -13,15 +25,83 @@ def _pool(domain):
     return [good, late, early]
 
 
+def test_the_default_judge_is_the_learned_verifier_not_a_second_mc_estimate():
+    src = ConsensusLabels()
+    assert src.judge == "verifier" and src.primary == "mc" and src.primary_kwargs == {"soft": False}
+    assert src.prm_loss == "bce"  # the paper's hard MC labels
+
+
 def test_consensus_keeps_only_where_both_sources_agree_on_the_first_error(domain):
     pool = _pool(domain)
     # oracle first errors: -1, 1, 0; outcome broadcast: -1 (right answer), 0, 0 (wrong answers)
-    r = run_label_source("consensus", pool, None, primary="oracle", second="outcome")
+    r = run_label_source("consensus", pool, None, primary="oracle", primary_kwargs={}, judge="outcome")
     kept = [l.weights is None for l in r.labels]
     assert kept == [True, False, True]
     assert r.labels[1].weights == [0.0, 0.0, 0.0]  # the disagreement stays, weightless, so its cost still counts
     assert [l.values for l in r.labels] == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]  # the primary's labels
     assert r.prm_loss == "bce"
+
+
+class _FakeVerifier:
+    """Stands in for OutcomeVerifier: fixed first errors and a fixed cost per trajectory."""
+
+    verdicts: list = []
+
+    def __init__(self, policy, **kwargs):
+        self.kwargs = kwargs
+
+    def assign_folds(self, trajectories):
+        return [0] * len(trajectories)
+
+    def first_errors(self, trajectories, *, progress=False):
+        self.token_passes_ = [100 + i for i in range(len(trajectories))]
+        return list(self.verdicts)
+
+
+def test_consensus_with_the_verifier_keeps_exactly_the_agreeing_trajectories(domain, monkeypatch):
+    import selfprm.labels.verifier as verifier
+
+    pool = _pool(domain)  # oracle first errors -1, 1, 0
+    _FakeVerifier.verdicts = [-1, 2, 0]  # agrees on the first and the last
+    monkeypatch.setattr(verifier, "OutcomeVerifier", _FakeVerifier)
+    src = ConsensusLabels(primary="oracle", primary_kwargs={}, judge_kwargs={"epochs": 3})
+    r = run_label_source(src, pool, None)
+    assert [l.weights is None for l in r.labels] == [True, False, True]
+    assert src.agree_ == [True, False, True] and src.judge_first_errors_ == [-1, 2, 0]
+    assert src.verifier_.kwargs == {"epochs": 3}  # judge_kwargs configure the verifier
+    assert [l.token_passes for l in r.labels] == [100, 101, 102]  # the oracle costs nothing
+    assert r.policy_tokens == 0 and r.rollouts == 0
+
+
+def test_consensus_of_mc_and_the_real_verifier_fills_every_cost_field(domain, tiny_lm, char_tokenizer):
+    pool = _pool(domain) + [domain.make_trajectory(domain.make_problem("q", 3, [("+", 1), ("*", 2)]),
+                                                   ["3+1=4", "4*2=8"], "8")]  # a second problem: 2 folds
+    policy = HFPolicy(tiny_lm, char_tokenizer, domain, HFPolicyConfig(max_new_tokens=8))
+    src = ConsensusLabels(primary_kwargs={"n_rollouts": 1, "soft": False}, judge_kwargs={"epochs": 1})
+    r = run_label_source(src, pool, policy)
+    assert all(l is not None for l in r.labels)
+    for lab, passes in zip(r.labels, src.verifier_.token_passes_):
+        assert lab.policy_tokens > 0 and lab.rollouts > 0  # MC's rollouts
+        assert passes > 0 and lab.token_passes == passes  # MC has no model of its own; the verifier's compute
+    assert r.token_passes == r.policy_passes + src.verifier_.token_passes and r.policy_passes > 0
+    assert sorted(set(src.verifier_.fold_)) == [0, 1]
+
+
+def test_the_verifier_judge_fails_before_any_rollout_is_paid_for(domain, tiny_lm, char_tokenizer):
+    class _Counting(SimulatedPolicy):
+        calls = 0
+
+        def continue_from(self, prefixes, n):
+            _Counting.calls += 1
+            return super().continue_from(prefixes, n)
+
+    with pytest.raises(TypeError, match="HFPolicy"):  # no model to start the verifier from
+        run_label_source("consensus", _pool(domain), _Counting(domain))
+    assert _Counting.calls == 0
+    policy = HFPolicy(tiny_lm, char_tokenizer, domain, HFPolicyConfig(max_new_tokens=8))
+    with pytest.raises(ValueError, match="distinct problems"):  # one problem cannot be cross-fitted
+        run_label_source("consensus", _pool(domain), policy)
+    assert policy.token_passes == 0
 
 
 class _Judge:
@@ -40,14 +120,16 @@ class _Judge:
 
 def test_consensus_with_a_judge_model_and_its_cost(domain):
     pool = _pool(domain)
-    src = ConsensusLabels(primary="oracle", judge=_Judge(["-1", "2", "nonsense"]))
+    src = ConsensusLabels(primary="oracle", primary_kwargs={}, judge="policy",
+                          judge_model=_Judge(["-1", "2", "nonsense"]))
     r = run_label_source(src, pool, None)
     assert [l.weights is None for l in r.labels] == [True, False, False]  # 2 != 1, unreadable never agrees
     assert r.policy_tokens == 3 * 7 and r.rollouts == 3
+    assert src.judge_first_errors_ == [-1, 2, None]
 
 
 def test_consensus_of_mc_and_omega_charges_both(domain):
-    from selfprm.policies import SimulatedPolicy, SimulatedPolicyConfig
+    from selfprm.policies import SimulatedPolicyConfig
 
     pool = _pool(domain)
     perfect = lambda: SimulatedPolicy(domain, SimulatedPolicyConfig(  # noqa: E731
@@ -55,14 +137,20 @@ def test_consensus_of_mc_and_omega_charges_both(domain):
     mc = run_label_source("mc", pool, perfect(), n_rollouts=2, soft=False, progress=False)
     om = run_label_source("omega", pool, perfect(), n_rollouts=2, progress=False)
     r = run_label_source("consensus", pool, perfect(), primary_kwargs={"n_rollouts": 2, "soft": False},
-                         second_kwargs={"n_rollouts": 2})
+                         judge="omega", judge_kwargs={"n_rollouts": 2})
     assert r.policy_tokens == mc.policy_tokens + om.policy_tokens
     assert all(l.weights is None for l in r.labels)  # a perfect solver: both find the oracle's first errors
 
 
-def test_consensus_needs_a_second_opinion(domain):
-    with pytest.raises(ValueError, match="second"):
-        run_label_source("consensus", _pool(domain), None, primary="oracle", second=None)
+def test_consensus_judge_settings_are_checked():
+    with pytest.raises(ValueError, match="judge_model"):
+        ConsensusLabels(judge="policy")
+    with pytest.raises(ValueError, match="judge='policy'"):
+        ConsensusLabels(judge_model=_Judge([]))
+    with pytest.raises(TypeError, match="judge_model"):
+        ConsensusLabels(judge=_Judge([]))  # a model goes in judge_model, not judge
+    with pytest.raises(KeyError, match="no-such-source"):
+        ConsensusLabels(judge="no-such-source")
 
 
 def test_consensus_passes_its_progress_to_both_sources(domain, monkeypatch):
@@ -81,6 +169,7 @@ def test_consensus_passes_its_progress_to_both_sources(domain, monkeypatch):
 
     monkeypatch.setattr(consensus, "get_label_source", lambda name, **kw: _Recording(get_label_source(name, **kw)))
     pool = _pool(domain)
-    run_label_source("consensus", pool, None, primary="oracle", second="outcome")
-    run_label_source("consensus", pool, None, primary="oracle", second="outcome", progress=True)
+    kw = dict(primary="oracle", primary_kwargs={}, judge="outcome")
+    run_label_source("consensus", pool, None, **kw)
+    run_label_source("consensus", pool, None, progress=True, **kw)
     assert seen == [("oracle", False), ("outcome", False), ("oracle", True), ("outcome", True)]

@@ -12,6 +12,7 @@ import pytest
 from selfprm.labels import available_label_sources, get_label_source, run_label_source
 from selfprm.labels.perturbation import PerturbationConfig, perturb_solutions
 from selfprm.policies import HFPolicy, HFPolicyConfig, SimulatedPolicy, SimulatedPolicyConfig
+from selfprm.policies.base import reseed
 from selfprm.types import Problem, StepLabels, Trajectory
 
 # the cheapest settings that still exercise each source
@@ -20,12 +21,12 @@ KWARGS = {
     "omega": {"n_rollouts": 2},
     "mcts": {"n_simulations": 2},
     "tree": {"m_trees": 2, "l_rounds": 1, "n_branches": 1},
-    "consensus": {"primary_kwargs": {"n_rollouts": 2}, "second_kwargs": {"n_rollouts": 2}},
+    "consensus": {"primary_kwargs": {"n_rollouts": 2}, "judge_kwargs": {"epochs": 1}},
     "implicit": {"train_steps": 2, "batch_size": 4},
 }
 # what a source labels, and with which policy: "arith" (default) samples a SimulatedPolicy,
 # "hf" labels the same pool with a tiny causal LM, "perturbed" needs perturb_solutions' output
-POOL_KIND = {"implicit": "hf", "perturbation": "perturbed"}
+POOL_KIND = {"implicit": "hf", "consensus": "hf", "mcts": "hf", "perturbation": "perturbed"}
 PRM_LOSSES = {"bce", "soft_bce", "spr"}
 
 
@@ -71,6 +72,8 @@ def check_label_source(source, pool, policy, **kwargs):
     assert progress is not None and progress.kind is inspect.Parameter.KEYWORD_ONLY and progress.default is False, \
         f"{src.name}: label() must take a keyword-only progress=False"
 
+    if policy is not None:
+        reseed(policy, 7)
     res = run_label_source(source, pool, policy, progress=False, **kwargs)
     assert len(res.labels) == len(pool), f"{src.name}: {len(res.labels)} label sets for {len(pool)} trajectories"
     assert any(l is not None for l in res.labels), f"{src.name} labelled none of {len(pool)} trajectories"
@@ -81,13 +84,19 @@ def check_label_source(source, pool, policy, **kwargs):
         assert len(lab.values) == len(t.steps), f"{src.name}: {len(lab.values)} labels for {len(t.steps)} steps"
         assert all(0.0 <= v <= 1.0 for v in lab.values), f"{src.name}: a label outside [0, 1]: {lab.values}"
         assert lab.weights is None or (len(lab.weights) == len(t.steps) and all(w >= 0 for w in lab.weights))
-        for field in ("policy_tokens", "rollouts"):
+        for field in ("policy_tokens", "rollouts", "token_passes"):
             n = getattr(lab, field)
             assert isinstance(n, int) and not isinstance(n, bool) and n >= 0, f"{src.name}: {field} = {n!r}"
     assert _snapshot(pool) == before, f"{src.name} modified the trajectories it labelled"
 
+    assert res.token_passes >= 0 and res.seconds >= 0
+    # repeatable under a seed: the same policy stream gives the same labels (progress changes nothing)
+    if policy is not None:
+        reseed(policy, 7)
     again = src.label(pool, policy, progress=True)
     assert len(again) == len(pool), f"{src.name}: label(progress=True) returned {len(again)} label sets"
+    values = lambda labs: [None if l is None else [round(v, 6) for v in l.values] for l in labs]  # noqa: E731
+    assert values(again) == values(res.labels), f"{src.name}: labels differ between two runs on one seed"
     return res
 
 

@@ -123,7 +123,7 @@ def test_label_efficiency_end_to_end_with_the_tiny_hf_policy(tmp_path):
             "omega": Budgeted("omega", [{"n_rollouts": 1}]),
             "mcts": Budgeted("mcts", [{"n_simulations": 2}]),
             "tree": Budgeted("tree", [{"m_trees": 2, "l_rounds": 1}]),
-            "consensus": Budgeted("consensus", [{"primary_kwargs": {"n_rollouts": 1}, "second_kwargs": {"n_rollouts": 1}}]),
+            "consensus": Budgeted("consensus", [{"primary_kwargs": {"n_rollouts": 1}, "judge_kwargs": {"epochs": 1}}]),
             "implicit": Budgeted("implicit", [{"train_steps": 2}], needs_model=True),
         })
     rep = run_label_efficiency(cfg, tmp_path, progress=False)

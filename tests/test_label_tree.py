@@ -4,7 +4,6 @@ import pytest
 
 from selfprm.labels import run_label_source
 from selfprm.labels.tree_rollout import TreeRolloutLabels, node_credit, tree_grpo_advantages
-from selfprm.policies import Prefix
 from selfprm.types import Trajectory
 
 

@@ -3,7 +3,6 @@ import torch
 
 from selfprm.labels import available_label_sources, get_label_source, run_label_source
 from selfprm.policies import SimulatedPolicy, SimulatedPolicyConfig
-from selfprm.policies.base import Prefix
 from selfprm.prm.losses import spr_loss
 
 

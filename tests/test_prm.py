@@ -137,3 +137,60 @@ def test_surprise_features_need_an_lm_head_and_survive_save_load(tmp_path, tiny_
     prm.save_pretrained(tmp_path / "p")
     again = ProcessRewardModel.from_pretrained(tmp_path / "p")
     assert again.config.surprise_features and again.score_steps(["Q:7 +5"], [["7+5=2"]])[0] == pytest.approx(s[0], abs=1e-5)
+
+
+def test_spr_reference_model_is_metastones_head_layer_and_gradient_scale(char_tokenizer):
+    from selfprm.policies.tiny import TinyLMConfig, build_tiny_lm
+    from selfprm.prm.model import SPR_REFERENCE
+
+    lm = build_tiny_lm(char_tokenizer, TinyLMConfig(n_layer=2, n_head=2, n_embd=16, n_positions=64), seed=0)
+    prm = ProcessRewardModel(lm, char_tokenizer, PRMConfig(step_separator="\n", **SPR_REFERENCE))
+    c = 16
+    assert [type(m).__name__ for m in prm.head] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert prm.head[0].weight.shape == (2 * c, c) and prm.head[2].p == 0.5 and prm.head[3].weight.shape == (1, 2 * c)
+    # the head reads the penultimate hidden states: changing the last layer leaves the scores alone
+    prm.eval()
+    before = prm.score_steps(["1+2="], [["1+2=3", "3*2=6"]])
+    with torch.no_grad():
+        for p in prm.backbone.layers[-1].parameters():
+            p.add_(1.0)
+    assert prm.score_steps(["1+2="], [["1+2=3", "3*2=6"]]) == before
+    # 1e-4 of the head's gradient reaches the backbone (the value is unchanged)
+    b = prm.encode(["1+2="], [["1+2=3", "3*2=6"]])
+    prm.zero_grad()
+    prm(b).sum().backward()
+    g_scaled = prm.backbone.embed_tokens.weight.grad.abs().sum()
+    full = ProcessRewardModel(lm, char_tokenizer, PRMConfig(step_separator="\n", **{**SPR_REFERENCE, "backbone_grad_scale": 1.0}))
+    full.head.load_state_dict(prm.head.state_dict())
+    full.eval()
+    full.zero_grad()
+    full(b).sum().backward()
+    assert g_scaled / full.backbone.embed_tokens.weight.grad.abs().sum() == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_spr_learns_both_classes_on_a_separable_case(char_tokenizer):
+    """The failure that slipped by: SPR's filter collapsing to one class (AUROC 0.5). Here wrong
+    solutions write a digit no right one does, so the pseudo-labels are separable and SPR must
+    rank the steps of right solutions above those of wrong ones."""
+    from selfprm.eval.metrics import step_auroc
+    from selfprm.policies.tiny import TinyLMConfig, build_tiny_lm
+    from selfprm.prm.model import SPR_REFERENCE
+    from selfprm.types import Problem, Trajectory
+
+    lm = build_tiny_lm(char_tokenizer, TinyLMConfig(n_layer=2, n_head=2, n_embd=32, n_positions=64), seed=0)
+    trajs = []
+    for i in range(40):
+        ok = i % 2 == 0
+        a = i % 7
+        steps = [f"{a}+1={a + 1}", f"{a + 1}*1={a + 1}" if ok else "9*9=9"]
+        trajs.append(Trajectory(Problem(f"p{i}", f"Q:{a} +1 *1"), steps, "x", ok, [True, ok]))
+    labels = [StepLabels([float(t.outcome)] * 2, "spr") for t in trajs]
+    torch.manual_seed(0)  # the head's initialisation and dropout
+    prm = ProcessRewardModel(lm, char_tokenizer, PRMConfig(step_separator="\n", **SPR_REFERENCE))
+    train_prm(prm, list(zip(trajs, labels)), PRMTrainConfig(loss="spr", epochs=15, batch_size=8, head_lr=1e-2),
+              progress=False)
+    scores = prm.score_trajectories(trajs)
+    auc = step_auroc([s[1:] for s in scores], [[t.outcome] for t in trajs])  # the step that tells them apart
+    assert auc > 0.9, auc
+    # a collapsed head (one constant score) would rank nothing: AUROC 0.5
+    assert len({round(s[1], 6) for s in scores}) > 1

@@ -88,7 +88,10 @@ class StepLabels:
     share) anything between. ``weights`` lets a source mark steps it has no opinion on (0.0);
     None means every step counts. ``policy_tokens`` counts the tokens the policy generated *for
     labeling* (rollouts, search), beyond sampling the trajectory itself; ``rollouts`` counts
-    the policy calls' completions.
+    the policy calls' completions. ``token_passes`` counts the token positions run through a
+    model by the source itself for these labels beyond the policy's generation (training a model:
+    forward + backward, each pass counted; scoring with one: forward) — the policy's own
+    generation compute is read off the policy by :func:`selfprm.labels.run_label_source`.
     """
 
     values: list[float]
@@ -97,6 +100,7 @@ class StepLabels:
     policy_tokens: int = 0
     rollouts: int = 0
     weights: list[float] | None = None
+    token_passes: int = 0
 
     def __post_init__(self) -> None:
         for v in self.values:
@@ -133,6 +137,7 @@ def trajectory_to_record(traj: Trajectory, labels: StepLabels | None = None) -> 
         rec["soft_labels"] = labels.soft
         rec["label_policy_tokens"] = labels.policy_tokens
         rec["label_rollouts"] = labels.rollouts
+        rec["label_token_passes"] = labels.token_passes
         if labels.weights is not None:
             rec["label_weights"] = list(labels.weights)
     elif traj.oracle_labels is not None:
@@ -216,6 +221,7 @@ def record_to_trajectory(
             soft=_get(rec, "soft_labels", bool, path, line, required=False, default=False),
             policy_tokens=_get(rec, "label_policy_tokens", int, path, line, required=False, default=0),
             rollouts=_get(rec, "label_rollouts", int, path, line, required=False, default=0),
+            token_passes=_get(rec, "label_token_passes", int, path, line, required=False, default=0),
             weights=None if weights is None else [float(w) for w in weights],
         )
     elif raw is not None and traj.oracle_labels is None:

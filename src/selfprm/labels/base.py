@@ -56,10 +56,27 @@ class PerTrajectoryLabels:
 
 @dataclass
 class LabelResult:
+    """A source's labels and their cost ledger.
+
+    ``policy_passes`` are the token positions the policy ran through its model while the source
+    labelled (read off ``policy.token_passes``; 0 for a policy without a model); with the
+    sources' own ``token_passes`` (training and scoring models of their own) they make
+    :attr:`token_passes`, the compute the labels cost. ``seconds`` is wall time.
+    """
+
     source: str
     labels: list[StepLabels | None]
     seconds: float
     prm_loss: str
+    policy_passes: int = 0
+
+    @property
+    def token_passes(self) -> int:
+        return self.policy_passes + sum(l.token_passes for l in self.labels if l is not None)
+
+    def cost(self) -> dict[str, float]:
+        """The ledger: tokens generated, token positions through any model, wall seconds."""
+        return {"policy_tokens": self.policy_tokens, "token_passes": self.token_passes, "seconds": self.seconds}
 
     @property
     def policy_tokens(self) -> int:
@@ -113,10 +130,12 @@ def run_label_source(
     elif kwargs:
         raise TypeError(f"source settings {sorted(kwargs)} go with a source name, not a {type(source).__name__} instance")
     t0 = time.perf_counter()
+    passes_before = getattr(policy, "token_passes", 0)
     labels = source.label(trajectories, policy, progress=progress)
+    policy_passes = getattr(policy, "token_passes", 0) - passes_before
     if len(labels) != len(trajectories):
         raise RuntimeError(f"{source.name} returned {len(labels)} label sets for {len(trajectories)} trajectories")
     for traj, lab in zip(trajectories, labels):
         if lab is not None and len(lab.values) != len(traj.steps):
             raise RuntimeError(f"{source.name}: {len(lab.values)} labels for {len(traj.steps)} steps")
-    return LabelResult(source.name, labels, time.perf_counter() - t0, source.prm_loss)
+    return LabelResult(source.name, labels, time.perf_counter() - t0, source.prm_loss, policy_passes)

@@ -9,7 +9,15 @@ reach the gold answer ``a*``:
     soft estimate  y_i^SE = Σ_j 1[a_j = a*] / N
 
 Identical prefixes (the same problem sampled twice often opens the same way) are rolled out once
-per call and their estimate shared; the cost counts the tokens actually generated.
+per call and their estimate shared, and charged once, to the first trajectory that asked for
+them; the cost counts the tokens actually generated (``policy_tokens``, ``rollouts``;
+``token_passes`` stays 0: the policy's own generation compute is read off the policy by
+:func:`selfprm.labels.run_label_source`).
+
+``assume_correct_sound`` (same name and meaning in ``omega``): a trajectory whose final answer is
+right is labelled sound throughout, 1.0 on every step, at zero cost and without rollouts.
+Math-Shepherd rolls out every step of every solution, so it is off by default, here as in
+``omega``, so the two compare on equal terms; a study runs each source both ways.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ class MonteCarloLabels:
     n_rollouts: int = 8
     soft: bool = True
     batch_prefixes: int = 256
+    assume_correct_sound: bool = False  # a right-answer trajectory: all 1.0, no rollouts (as in omega)
     name: str = "mc"
 
     @property
@@ -43,7 +52,10 @@ class MonteCarloLabels:
             raise ValueError("mc labels need a policy to roll out from each step prefix")
         keys: dict[tuple, int] = {}
         prefixes: list[Prefix] = []
-        for t in trajectories:
+        free = [bool(self.assume_correct_sound and t.outcome) for t in trajectories]
+        for t, skip in zip(trajectories, free):
+            if skip:
+                continue
             for i in range(len(t.steps)):
                 key = (t.problem.id, tuple(t.steps[: i + 1]))
                 if key not in keys:
@@ -61,7 +73,10 @@ class MonteCarloLabels:
         # each unique prefix's cost is charged to the first trajectory that asked for it
         charged: set[int] = set()
         out: list[StepLabels | None] = []
-        for t in trajectories:
+        for t, skip in zip(trajectories, free):
+            if skip:  # a right answer, taken as sound throughout
+                out.append(StepLabels([1.0] * len(t.steps), source=self.name, soft=self.soft))
+                continue
             values, cost, rollouts = [], 0, 0
             for i in range(len(t.steps)):
                 k = keys[(t.problem.id, tuple(t.steps[: i + 1]))]

@@ -42,7 +42,7 @@ def run_label_source_sharded(
     ``progress`` goes to each shard's ``label()``.
     """
     shard_dir = Path(shard_dir)
-    labels, seconds = [], 0.0
+    labels, seconds, policy_passes = [], 0.0, 0
     for i, start in enumerate(range(0, len(trajectories), shard_size)):
         chunk = trajectories[start:start + shard_size]
         data, meta = shard_dir / f"shard-{i:05d}.jsonl", shard_dir / f"shard-{i:05d}.json"
@@ -59,8 +59,9 @@ def run_label_source_sharded(
             res = run_label_source(source, chunk, policy, progress=progress)
             got = res.labels
             write_trajectories(data, chunk, got)
-            info = {"seconds": res.seconds, "n": len(chunk)}
+            info = {"seconds": res.seconds, "n": len(chunk), "policy_passes": res.policy_passes}
             atomic_write_text(meta, json.dumps(info))  # the shard counts as done only once this exists
         labels.extend(got)
         seconds += info["seconds"]
-    return LabelResult(source.name, labels, seconds, source.prm_loss)
+        policy_passes += info.get("policy_passes", 0)
+    return LabelResult(source.name, labels, seconds, source.prm_loss, policy_passes)

@@ -52,11 +52,15 @@ class HFPolicy:
         self.domain = domain
         self.config = config or HFPolicyConfig()
         self._calls = 0
+        # running count of real token positions run through the model (prompts and prefixes once
+        # per encoding, every generated token once): the compute side of the cost ledger
+        self.token_passes = 0
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer needs a pad token for batched generation")
 
     def reseed(self, seed: int) -> None:
-        """Restart sampling from ``seed``: what follows is repeatable on its own."""
+        """Restart sampling from ``seed`` (any int: the stream is seeded modulo 2**63): what follows is
+        repeatable on its own."""
         self.config.seed = seed
         self._calls = 0
 
@@ -89,7 +93,7 @@ class HFPolicy:
         counts: list[int] = []
         eos = tok.eos_token_id
         with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
-            torch.manual_seed(c.seed * 1_000_003 + self._calls)
+            torch.manual_seed((c.seed * 1_000_003 + self._calls) % 2**63)
             starts = range(0, len(texts), c.batch_size)
             for start in tqdm(starts, desc="sampling", disable=not c.progress or len(starts) < 2, leave=False):
                 chunk = list(texts[start:start + c.batch_size])
@@ -105,9 +109,11 @@ class HFPolicy:
                         max_new_tokens=room, eos_token_id=eos, pad_token_id=tok.pad_token_id,
                     )
                     new = gen[:, enc["input_ids"].shape[1]:].tolist()
+                self.token_passes += int(enc["attention_mask"].sum())
                 for row in new:
                     n_tok = row.index(eos) + 1 if eos in row else len(row)
                     counts.append(n_tok)
+                    self.token_passes += n_tok
                     outs.append(tok.decode(row[:n_tok], skip_special_tokens=True))
         self.model.train(was_training)
         return outs, counts
@@ -158,7 +164,7 @@ class HFPolicy:
         if cur:
             per_batch.append(cur)
         with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
-            torch.manual_seed(c.seed * 1_000_003 + self._calls)
+            torch.manual_seed((c.seed * 1_000_003 + self._calls) % 2**63)
             for chunk in per_batch:
                 res = self._sample_from_shared([tok.bos_token or "" for _ in chunk], chunk, [uniq[t] for t in chunk])
                 if res is None:  # this model's cache cannot be repeated: re-encode per row
@@ -200,6 +206,7 @@ class HFPolicy:
         # positions as ``generate`` computes them for a left-padded batch
         pos = (enc_att.cumsum(-1) - 1).masked_fill(enc_att == 0, 0)
         out = self.model(input_ids=enc_ids, attention_mask=enc_att, position_ids=pos, use_cache=True)
+        self.token_passes += sum(len(ids[h]) for h in host_rows)
         cache = _cache_of(out)
         if cache is None:
             return None
@@ -245,6 +252,7 @@ class HFPolicy:
             group = []
             for row in rows[r:r + k]:
                 n_tok = row.index(eos) + 1 if eos in row else len(row)
+                self.token_passes += n_tok
                 group.append((tok.decode(row[:n_tok], skip_special_tokens=True), n_tok))
             res.append(group)
             r += k

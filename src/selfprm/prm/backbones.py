@@ -16,6 +16,7 @@ rather than dropping the solution.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -90,15 +91,17 @@ def freeze_bottom(prm: ProcessRewardModel, n_layers: int) -> int:
     return sum(p.numel() for p in prm.parameters() if p.requires_grad)
 
 
-def minilm_prm(max_length: int = 512, freeze_layers: int = 0, seed: int | None = None) -> ProcessRewardModel:
-    """A PRM on MiniLM with a `` [SEP]`` marker at each step end (512 positions at most)."""
+def minilm_prm(max_length: int = 512, freeze_layers: int = 0, seed: int | None = None,
+               **config: Any) -> ProcessRewardModel:
+    """A PRM on MiniLM with a `` [SEP]`` marker at each step end (512 positions at most); ``config``
+    sets further :class:`PRMConfig` fields (e.g. MetaStone-S1's ``SPR_REFERENCE`` head)."""
     model, tok = load_minilm()
     if not check_step_marker(tok, MINILM_SEPARATOR):
         raise RuntimeError(f"{MINILM_SEPARATOR!r} does not tokenize to a marker at every step end")
     if seed is not None:
         torch.manual_seed(seed)  # the head's initialisation
     limit = min(max_length, int(getattr(model.config, "max_position_embeddings", max_length)))
-    prm = ProcessRewardModel(model, tok, PRMConfig(step_separator=MINILM_SEPARATOR, max_length=limit))
+    prm = ProcessRewardModel(model, tok, PRMConfig(step_separator=MINILM_SEPARATOR, max_length=limit, **config))
     freeze_bottom(prm, freeze_layers)
     return prm
 

@@ -40,9 +40,32 @@ from selfprm.lm_logprobs import logprobs_of_next
 
 @dataclass
 class PRMConfig:
-    step_separator: str = "\n"  # appended to the prompt and to every step before tokenizing
+    """The PRM's shape.
+
+    Parameters:
+        step_separator: appended to the prompt and to every step before tokenizing.
+        max_length: tokens per example; longer ones are cut from the left.
+        surprise_features: causal LMs only: the head also reads the step tokens' log-probs (see the module doc).
+        head: ``linear`` (one ``nn.Linear``) or ``mlp`` (MetaStone-S1's ``Linear(C,2C)-ReLU-Dropout(0.5)-Linear``).
+        feature_layer: which entry of the backbone's ``hidden_states`` the head reads (-1: the last, -2: the penultimate).
+        backbone_grad_scale: share of the head's gradient that reaches the backbone (MetaStone-S1: 1e-4).
+    """
+
+    step_separator: str = "\n"
     max_length: int = 512
-    surprise_features: bool = False  # causal LMs only: also read the step tokens' log-probs (see module doc)
+    surprise_features: bool = False
+    head: str = "linear"
+    feature_layer: int = -1
+    backbone_grad_scale: float = 1.0
+
+
+# MetaStone-S1's self-supervised PRM as its public code builds it (verl/workers/fsdp_workers.py and
+# actor/dp_actor.py): an MLP score head ``Linear(C, 2C)-ReLU-Dropout(0.5)-Linear(2C, 1)`` reading the
+# policy's *penultimate* hidden states, ``feat = feat·1e-4 + feat.detach()·(1 - 1e-4)`` so the
+# backbone sees 1e-4 of the head's gradient, and solutions scored by the geometric mean of the step
+# probabilities (``geommean_scores``). Its head reads hidden states only: no surprise features.
+SPR_REFERENCE = {"head": "mlp", "feature_layer": -2, "backbone_grad_scale": 1e-4, "surprise_features": False}
+SPR_REFERENCE_AGGREGATION = "geomean"
 
 
 N_SURPRISE = 3  # s_i, m_i, c_i
@@ -81,14 +104,19 @@ class ProcessRewardModel(nn.Module):
                                  f"({type(backbone).__name__} has none)")
         self.backbone = base_model(backbone)
         self.tokenizer = tokenizer
-        hidden = self.backbone.config.hidden_size
+        width = self.backbone.config.hidden_size + (N_SURPRISE if self.config.surprise_features else 0)
         # Not zero-initialised: SPR's filter keeps a step only when the sign of its logit agrees
         # with the pseudo-label, and an all-zero head agrees with nothing.
-        self.head = nn.Linear(hidden + (N_SURPRISE if self.config.surprise_features else 0), 1)
+        if self.config.head == "linear":
+            self.head = nn.Linear(width, 1)
+        elif self.config.head == "mlp":
+            self.head = nn.Sequential(nn.Linear(width, 2 * width), nn.ReLU(), nn.Dropout(p=0.5), nn.Linear(2 * width, 1))
+        else:
+            raise ValueError(f"unknown PRM head {self.config.head!r}; choose 'linear' or 'mlp'")
 
     @property
     def device(self) -> torch.device:
-        return self.head.weight.device
+        return next(self.head.parameters()).device
 
     # ------------------------------------------------------------------ encoding
     def _start_ids(self) -> list[int]:
@@ -140,9 +168,17 @@ class ProcessRewardModel(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, batch: EncodedBatch) -> torch.Tensor:
         """Step logits ``[B, S]`` (meaningful where ``batch.step_mask``)."""
-        hidden = self.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-        idx = batch.step_positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
-        at_steps = hidden.gather(1, idx)
+        c = self.config
+        out = self.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                            output_hidden_states=c.feature_layer != -1)
+        hidden = out.last_hidden_state
+        feats = hidden if c.feature_layer == -1 else out.hidden_states[c.feature_layer]
+        if c.backbone_grad_scale != 1.0:
+            # the value is unchanged; only backbone_grad_scale of the gradient flows into the backbone
+            g = c.backbone_grad_scale
+            feats = feats * g + feats.detach() * (1.0 - g)
+        idx = batch.step_positions.unsqueeze(-1).expand(-1, -1, feats.size(-1))
+        at_steps = feats.gather(1, idx)
         if self.lm_head is not None:
             at_steps = torch.cat([at_steps, self._surprise(hidden, batch).to(at_steps.dtype)], dim=-1)
         return self.head(at_steps).squeeze(-1)

@@ -59,6 +59,8 @@ class TrainHistory:
     spr_kept_neg: list[float] = field(default_factory=list)
     seconds: float = 0.0
     examples: int = 0
+    # token positions through the model: each forward and each backward pass counted (the ledger)
+    token_passes: int = 0
 
 
 def train_prm(
@@ -123,6 +125,7 @@ def train_prm(
                 loss = bce_loss(logits, y, mask, w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            hist.token_passes += 2 * int(batch.attention_mask.sum())
             torch.nn.utils.clip_grad_norm_(prm.parameters(), 1.0)
             opt.step()
             sched.step()

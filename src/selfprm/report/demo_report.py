@@ -10,17 +10,27 @@ from selfprm.report.plots import plot_cost_quality, plot_source_metrics, plot_sp
 from selfprm.types import atomic_write_text
 
 
+def _pm(r: dict[str, Any], key: str) -> str:
+    """``mean ± sd`` over seeds (the mean alone with one seed)."""
+    if r.get("seeds", 1) > 1:
+        return f"{cell(r[key])} ± {cell(r['sd'][key])}"
+    return cell(r[key])
+
+
 def format_table(metrics: dict[str, Any]) -> str:
     bon = f"best-of-{metrics.get('bon_n', 8)}"
-    rows = [[name, r["prm_loss"], r["step_auroc"], r["first_error_f1"], r["bon_accuracy"],
-             cell(r["policy_tokens_per_step_label"], ".1f"), cell(r["label_accuracy_vs_oracle"], ".1%")]
+    rows = [[name, r["prm_loss"], _pm(r, "step_auroc"), _pm(r, "first_error_f1"), _pm(r, "bon_accuracy"),
+             cell(r["policy_tokens_per_step_label"], ".1f"), cell(r["cost"]["token_passes"] / 1e6, ".2f"),
+             cell(r["label_accuracy_vs_oracle"], ".1%")]
             for name, r in metrics["label_sources"].items()]
     b = metrics.get("baselines") or {}
+    sd = metrics.get("baselines_sd") or {}
     for key, label in (("majority_vote", "*majority vote*"), ("random_pick", "*random pick*"), ("oracle_pick", "*oracle pick*")):
         if key in b:
-            rows.append([label, "", "", "", b[key], "", ""])
-    return markdown_table(["label source", "PRM loss", "step AUROC", "first-error F1", bon, "tokens / step label",
-                           "labels agree w/ oracle"], rows)
+            val = f"{cell(b[key])} ± {cell(sd[key])}" if metrics.get("seeds", 1) > 1 else cell(b[key])
+            rows.append([label, "", "", "", val, "", "", ""])
+    return markdown_table(["label source", "PRM loss", "step AUROC", "first-error F1", bon, "policy tokens / step label",
+                           "compute (M token passes)", "labels agree w/ oracle"], rows)
 
 
 def write_demo_report(metrics: dict[str, Any], out: Path) -> str:
@@ -46,7 +56,13 @@ def write_demo_report(metrics: dict[str, Any], out: Path) -> str:
         f"{p['tokens_per_solution']:.1f} tokens per solution.",
         "",
         "*Cost*: policy tokens generated to make the labels, per labelled step, beyond sampling the pool itself "
-        f"({metrics['pool_tokens_per_step']:.1f} tokens per step, shared by every source).",
+        f"({metrics['pool_tokens_per_step']:.1f} tokens per step, shared by every source); *compute*: every token "
+        "position run through any model for the row, in millions — the policy's generation for the labels, models "
+        "a source trains or scores with (each forward and backward pass counted), and training the row's PRM.",
+        "",
+        (f"*Spread*: mean ± sd (sample sd) over {metrics['seeds']} seeds, each with its own pool, labels and PRMs "
+         "on independent random streams; the SFT policy is shared." if metrics.get("seeds", 1) > 1
+         else "*Spread*: one seed; `--seeds 3` gives mean ± sd."),
         "",
         "*First-error F1* (ProcessBench's metric): threshold tuned on a dev split, F1 = harmonic mean of the accuracy "
         "on erroneous and on error-free solutions. *Best-of-N* aggregates step scores with "
@@ -57,11 +73,12 @@ def write_demo_report(metrics: dict[str, Any], out: Path) -> str:
         "![cost and quality](cost_quality.png)",
     ]
     for name, r in metrics["label_sources"].items():
-        if "spr_kept_share" in r:
-            s = r["spr_kept_share"]
+        for k, s in enumerate(r.get("kept_share") or []):
+            if not s:
+                continue
             parts += [
                 "",
-                f"## SPR's dynamic filter (`{name}`)",
+                f"## SPR's dynamic filter (`{name}`, seed {k})",
                 "",
                 "Share of steps the filter kept in the loss (prediction agrees with the outcome pseudo-label), "
                 f"first → last logged step: outcome-correct steps {s['positive'][0]:.2f} → {s['positive'][-1]:.2f}, "
@@ -70,5 +87,7 @@ def write_demo_report(metrics: dict[str, Any], out: Path) -> str:
             ]
     if has_spr:
         parts += ["", "![SPR filter](spr_filter.png)"]
+    parts += ["", "## Deviations from the papers", ""]
+    parts += [f"- {d}" for d in metrics.get("deviations", [])] or ["- none: every row runs the method its name cites."]
     atomic_write_text(out / "report.md", "\n".join(parts) + "\n")
     return table

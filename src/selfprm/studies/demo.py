@@ -18,17 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from selfprm.domains.arith import ArithConfig, ArithDomain
 from selfprm.eval.metrics import best_of_n, first_error_f1, solution_scores, step_auroc, tune_threshold
 from selfprm.policies.base import reseed, sample_flat
 from selfprm.policies.hf import HFPolicy, HFPolicyConfig
 from selfprm.policies.tiny import SFTConfig, TinyLMConfig
-from selfprm.prm.model import PRMConfig
+from selfprm.prm.model import SPR_REFERENCE, SPR_REFERENCE_AGGREGATION, PRMConfig
 from selfprm.prm.train import PRMTrainConfig
 from selfprm.rundir import RunDir
-from selfprm.studies.stages import label_stage, log, policy_stage, prm_stage
+from selfprm.studies.stages import label_stage, log, policy_stage, prm_stage, seed_streams
 from selfprm.types import Trajectory, read_trajectories, write_trajectories
 
 
@@ -55,9 +54,18 @@ class DemoConfig:
         source_kwargs: keyword arguments of each label source beyond its defaults (JSON on the command line).
         prm: PRM training; the loss is the one the label source names.
         surprise_features: the PRM head also reads the backbone's token log-probs (prm/model.py).
+        seeds: independent repeats after the policy (pool, labels, PRMs), reported as mean ± sd.
         spr_warmup_steps: SPR warm start: optimizer steps of class-balanced BCE before the filter is on.
+        spr_reference: the ``spr`` row's PRM is MetaStone-S1's (MLP head on the penultimate layer, 1e-4
+            of the gradient into the backbone, geometric-mean solution scores); off: the demo's own PRM
+            with the SPR loss (a deviation).
+        spr_surprise_features: the SPR score head also reads the backbone's token log-probs (not in
+            the paper; see the report's deviations).
+        spr_head_lr: learning rate of SPR's score head (the demo's 5e-2 sets the filter oscillating).
         aggregation: how step scores become a solution score for best-of-N (``min``, ``prod``, ...).
         label_shard_size: trajectories per labelling shard (the unit of resume).
+        whole_pool_sources: sources labelled in one shard: they fit models (cross-fitted) on what they
+            label, and a shard's few trajectories would starve them.
     """
 
     seed: int = 0
@@ -76,19 +84,26 @@ class DemoConfig:
     mc_rollouts: int = 4
     sources: tuple[str, ...] = ("oracle", "outcome", "spr", "mc", "omega", "mcts", "tree", "implicit", "consensus")
     source_kwargs: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "omega": {"n_rollouts": 4},
-        "mcts": {"n_simulations": 4},
+        # OmegaPRM's Q/U tree search (8 extra searches per problem, popped 4 per round), k as for mc
+        "omega": {"n_rollouts": 4, "extra_searches": 8, "searches_per_round": 4},
+        "mcts": {"n_simulations": 4},  # AlphaLLM's critics (value + PRM + outcome), trained in the source
         "tree": {"m_trees": 4, "l_rounds": 2},
-        "implicit": {"train_steps": 60},
-        # agreement of hard MC and the binary search on the first error (Qwen's consensus filter)
-        "consensus": {"primary_kwargs": {"n_rollouts": 4, "soft": False}, "second_kwargs": {"n_rollouts": 4}},
+        # per cross-fitted fold model, on the whole pool (see whole_pool_sources)
+        "implicit": {"train_steps": 160},
+        # Qwen's consensus filter: hard MC and a verifier trained on outcomes agree on the first error
+        "consensus": {"primary_kwargs": {"n_rollouts": 4, "soft": False}, "judge_kwargs": {"epochs": 6}},
     })
     # the head's fast learning rate lets it pick up the three surprise features within ~100 steps
     prm: PRMTrainConfig = field(default_factory=lambda: PRMTrainConfig(epochs=3, batch_size=32, head_lr=5e-2))
     surprise_features: bool = True
+    seeds: int = 1
     spr_warmup_steps: int = 0
+    spr_reference: bool = True
+    spr_surprise_features: bool = True
+    spr_head_lr: float = 1e-2
     aggregation: str = "min"
     label_shard_size: int = 128
+    whole_pool_sources: tuple[str, ...] = ("implicit", "consensus", "mcts")
 
     def __post_init__(self) -> None:
         from selfprm.labels import LABEL_SOURCES
@@ -107,6 +122,11 @@ def _quick() -> DemoConfig:
 Config = DemoConfig
 PRESETS = {"full": DemoConfig, "quick": _quick}
 DEFAULT_OUT = "runs/demo"
+
+
+def _row_aggregation(config: DemoConfig, loss: str) -> str:
+    """How a row's step scores become solution scores: the paper's rule for SPR's reference model."""
+    return SPR_REFERENCE_AGGREGATION if loss == "spr" and config.spr_reference else config.aggregation
 
 
 def _policy_stats(trajs: list[Trajectory]) -> dict[str, float]:
@@ -129,12 +149,67 @@ def _policy_stats(trajs: list[Trajectory]) -> dict[str, float]:
 
 
 def run(config: DemoConfig, out: str | Path, *, progress: bool = True) -> dict[str, Any]:
-    """Run the demo into ``out``; returns the metrics also written to ``out/metrics.json``."""
+    """Run the demo into ``out``; returns the metrics also written to ``out/metrics.json``.
+
+    With ``seeds > 1`` every seed after the policy (pool, labels, PRMs) runs on its own random
+    streams (``numpy.random.SeedSequence``) under ``out/seed-K/``, and each metric is reported as the
+    mean with its sd over seeds; the SFT policy is trained once and shared.
+    """
     run_dir = RunDir(out)
-    out = run_dir.root
     t_start = time.perf_counter()
-    torch.manual_seed(config.seed)  # only model inits below draw from it; every sampler has its own seed
     domain = ArithDomain(config.domain)
+    streams = seed_streams(config.seed, [f"seed-{k}" for k in range(config.seeds)])
+
+    log("[1/5] policy: tiny causal LM trained from scratch by SFT on worked solutions")
+    t0 = time.perf_counter()
+    # the policy is shared by every seed, so it keeps the plain seed (a policy's arithmetic turns on
+    # within a few SFT steps and moves with its seed; the spread is over what follows it)
+    sft = replace(config.sft, seed=config.seed)
+    policy_st, model, tok, sft_losses = policy_stage(run_dir, "policy", domain, config.n_sft_problems, config.lm, sft,
+                                                     progress=progress)
+    log(f"      (policy: {time.perf_counter() - t0:.1f} s)")
+    per_seed = []
+    for k in range(config.seeds):
+        if config.seeds > 1:
+            log(f"=== seed {k + 1} of {config.seeds} ===")
+        metrics = _run_seed(config, run_dir, f"seed-{k}", streams[f"seed-{k}"], domain, policy_st, model, tok, progress)
+        metrics["stage_seconds"] = {"policy": time.perf_counter() - t0 if k == 0 else 0.0, **metrics["stage_seconds"]}
+        metrics["policy"]["sft_final_loss"] = float(np.mean(sft_losses[-20:])) if sft_losses else math.nan
+        run_dir.write_json(f"seed-{k}/metrics.json", metrics)
+        per_seed.append(metrics)
+    metrics = combine_seeds(per_seed)
+    metrics.update(seed=config.seed, seeds=config.seeds, seconds=time.perf_counter() - t_start,
+                   deviations=deviations(config))
+    # an undefined metric (e.g. F1 with no error-free test solution) is written as null, not NaN
+    run_dir.write_json("metrics.json", metrics)
+    from selfprm.report.demo_report import write_demo_report
+
+    table = write_demo_report(metrics, run_dir.root)
+    print(table)
+    return metrics
+
+
+def deviations(config: DemoConfig) -> list[str]:
+    """Where a row named after a paper does not run that paper's method as its public code does."""
+    out = []
+    if "spr" in config.sources:
+        if not config.spr_reference:
+            out.append("spr: the demo's PRM (linear head on the last layer, backbone trained) with MetaStone-S1's "
+                       "loss, not MetaStone-S1's score model (spr_reference=False)")
+        elif config.spr_surprise_features:
+            out.append("spr: MetaStone-S1's score model (MLP head, penultimate layer, 1e-4 gradient into the backbone, "
+                       "geometric mean) whose head also reads the backbone's token log-probs (not in the paper: on a "
+                       "2-layer policy the penultimate hidden states alone carry no step-error signal; "
+                       "spr_surprise_features=False runs the paper's head input)")
+        if config.spr_warmup_steps:
+            out.append(f"spr: {config.spr_warmup_steps} steps of class-balanced BCE before the filter (not in the paper)")
+    return out
+
+
+def _run_seed(config: DemoConfig, run_dir: RunDir, prefix: str, seed: int, domain: ArithDomain, policy_st, model, tok,
+              progress: bool) -> dict[str, Any]:
+    """Pool, labels, PRMs and evaluation for one seed: stages under ``prefix/``."""
+    streams = seed_streams(seed, ["sampling", "train", "dev", "test", "labels", "prm"])
     stage_seconds: dict[str, float] = {}
     t_stage = time.perf_counter()
 
@@ -145,37 +220,32 @@ def run(config: DemoConfig, out: str | Path, *, progress: bool = True) -> dict[s
         t_stage = now
         log(f"      ({name}: {stage_seconds[name]:.1f} s)")
 
-    # 1. policy ------------------------------------------------------------------------------
-    log("[1/5] policy: tiny causal LM trained from scratch by SFT on worked solutions")
-    sft = replace(config.sft, seed=config.seed)
-    policy_st, model, tok, sft_losses = policy_stage(run_dir, "policy", domain, config.n_sft_problems, config.lm, sft,
-                                                     progress=progress)
     policy = HFPolicy(model, tok, domain, HFPolicyConfig(
-        temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=config.seed, progress=progress))
-    lap("policy")
+        temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=streams["sampling"],
+        progress=progress))
 
     # 2. pool ----------------------------------------------------------------------------------
     log("[2/5] sampling the trajectory pool (train / dev / test)")
     splits = {
-        "train": (config.n_train_problems, config.samples_per_train_problem, 1),
-        "dev": (config.n_dev_problems, config.samples_per_dev_problem, 2),
-        "test": (config.n_test_problems, config.bon_n, 3),
+        "train": (config.n_train_problems, config.samples_per_train_problem),
+        "dev": (config.n_dev_problems, config.samples_per_dev_problem),
+        "test": (config.n_test_problems, config.bon_n),
     }
-    pool_st = run_dir.stage("pool", {"splits": splits, "temperature": config.temperature,
-                                     "max_new_tokens": config.max_new_tokens, "seed": config.seed}, [policy_st])
+    pool_st = run_dir.stage(f"{prefix}/pool", {"splits": splits, "temperature": config.temperature,
+                                               "max_new_tokens": config.max_new_tokens, "seed": seed}, [policy_st])
     pool: dict[str, list[Trajectory]] = {}
     if pool_st.done():
         pool = {split: [t for t, _ in read_trajectories(pool_st.file(f"{split}.jsonl"))] for split in splits}
     else:
         pool_st.begin()
-        for split, (n_prob, n_samp, offset) in splits.items():
-            problems = domain.sample_problems(n_prob, seed=config.seed * 100 + offset, prefix=split)
-            reseed(policy, config.seed * 100 + offset)  # each split's samples are repeatable on their own
+        for split, (n_prob, n_samp) in splits.items():
+            problems = domain.sample_problems(n_prob, seed=streams[split], prefix=split)
+            reseed(policy, streams[split])  # each split's samples are repeatable on their own
             pool[split] = sample_flat(policy, problems, n_samp)
             write_trajectories(pool_st.file(f"{split}.jsonl"), pool[split])
         pool_st.finish({split: len(v) for split, v in pool.items()})
     stats = _policy_stats(pool["test"])
-    stats.update(temperature=config.temperature, sft_final_loss=float(np.mean(sft_losses[-20:])) if sft_losses else math.nan)
+    stats["temperature"] = config.temperature
     log(f"      policy errs on {stats['error_rate']:.1%} of test solutions at T={config.temperature} "
         f"({stats['step_error_rate']:.1%} of steps)")
     lap("pool")
@@ -191,7 +261,8 @@ def run(config: DemoConfig, out: str | Path, *, progress: bool = True) -> dict[s
         if name == "mc":
             kwargs.setdefault("n_rollouts", config.mc_rollouts)
         label_stages[name], labs, meta = label_stage(
-            run_dir, f"labels/{name}", name, kwargs, train, policy, [pool_st], config.label_shard_size, config.seed,
+            run_dir, f"{prefix}/labels/{name}", name, kwargs, train, policy, [pool_st],
+            len(train) if name in config.whole_pool_sources else config.label_shard_size, streams["labels"],
             progress=progress)
         meta = dict(meta)
         labels_by_source[name] = labs
@@ -199,7 +270,7 @@ def run(config: DemoConfig, out: str | Path, *, progress: bool = True) -> dict[s
         meta["label_accuracy_vs_oracle"] = sum((v >= 0.5) == o for v, o in flat) / max(1, len(flat))
         label_results[name] = meta
         log(f"      {name:8s} {meta['labeled_steps']} steps, {meta['policy_tokens']} policy tokens, "
-            f"{meta['label_accuracy_vs_oracle']:.1%} agree with the oracle")
+            f"{meta['token_passes']} token passes, {meta['label_accuracy_vs_oracle']:.1%} agree with the oracle")
     lap("labels")
 
     # 4. PRMs ----------------------------------------------------------------------------------
@@ -208,13 +279,17 @@ def run(config: DemoConfig, out: str | Path, *, progress: bool = True) -> dict[s
     histories: dict[str, dict[str, Any]] = {}
     for name in config.sources:
         loss = label_results[name]["prm_loss"]
-        tcfg = replace(config.prm, loss=loss, seed=config.seed,
+        tcfg = replace(config.prm, loss=loss, seed=streams["prm"],
                        spr_warmup_steps=config.spr_warmup_steps if loss == "spr" else 0)
         pcfg = PRMConfig(step_separator=domain.step_separator, surprise_features=config.surprise_features)
+        if loss == "spr" and config.spr_reference:
+            pcfg = replace(pcfg, **{**SPR_REFERENCE, "surprise_features": config.spr_surprise_features})
+            tcfg = replace(tcfg, head_lr=config.spr_head_lr)
         # the causal LM with its head: the PRM's surprise features read the LM head's log-probs
         _, prms[name], histories[name] = prm_stage(
-            run_dir, f"prm/{name}", [label_stages[name], policy_st], policy_st.file("model"), tok,
-            list(zip(train, labels_by_source[name])), tcfg, pcfg, init_seed=config.seed, progress=progress, desc=name)
+            run_dir, f"{prefix}/prm/{name}", [label_stages[name], policy_st], policy_st.file("model"), tok,
+            list(zip(train, labels_by_source[name])), tcfg, pcfg, init_seed=streams["prm"], progress=progress,
+            desc=name)
     lap("prms")
 
     # 5. evaluation ----------------------------------------------------------------------------
@@ -227,7 +302,8 @@ def run(config: DemoConfig, out: str | Path, *, progress: bool = True) -> dict[s
         test_scores = prm.score_trajectories(test)
         th = tune_threshold(dev_scores, [t.first_error for t in dev])
         fe = first_error_f1(test_scores, [t.first_error for t in test], th)
-        sol = solution_scores(test_scores, config.aggregation)
+        how = _row_aggregation(config, label_results[name]["prm_loss"])
+        sol = solution_scores(test_scores, how)
         bon = best_of_n(
             [[(t.final_answer, bool(t.outcome), s) for t, s in zip(test[i:i + config.bon_n], sol[i:i + config.bon_n])]
              for i in range(0, len(test), config.bon_n)],
@@ -251,15 +327,21 @@ def run(config: DemoConfig, out: str | Path, *, progress: bool = True) -> dict[s
             "label_accuracy_vs_oracle": meta["label_accuracy_vs_oracle"],
             "label_seconds": meta["seconds"],
             "train_seconds": h["seconds"],
+            # the ledger: tokens the policy generated for the labels, and every token position run
+            # through a model to make the labels and to train this row's PRM on them
+            "cost": {"policy_tokens": meta["policy_tokens"],
+                     "token_passes": meta["token_passes"] + h.get("token_passes", 0),
+                     "label_token_passes": meta["token_passes"], "prm_token_passes": h.get("token_passes", 0),
+                     "seconds": meta["seconds"] + h["seconds"]},
             "prm_loss": meta["prm_loss"],
+            "aggregation": how,
         }
         if h.get("spr_step"):
-            rows[name]["spr_kept_share"] = {"step": h["spr_step"], "positive": h["spr_kept_pos"], "negative": h["spr_kept_neg"]}
+            rows[name]["kept_share"] = {"step": h["spr_step"], "positive": h["spr_kept_pos"], "negative": h["spr_kept_neg"]}
     lap("evaluation")
-    n_test_problems = len(test) // config.bon_n
     pool_tokens = sum(t.tokens_generated for t in train)
     pool_steps = sum(len(t.steps) for t in train)
-    metrics = {
+    return {
         "domain": domain.name,
         "domain_config": asdict(config.domain),
         "policy": stats,
@@ -267,19 +349,39 @@ def run(config: DemoConfig, out: str | Path, *, progress: bool = True) -> dict[s
         "baselines": baselines,
         "bon_n": config.bon_n,
         "aggregation": config.aggregation,
-        "test_problems": n_test_problems,
+        "test_problems": len(test) // config.bon_n,
         "train_trajectories": len(train),
         "pool_tokens_per_step": pool_tokens / max(1, pool_steps),
-        "seed": config.seed,
-        "seconds": time.perf_counter() - t_start,
         "stage_seconds": stage_seconds,
         "prm": {"surprise_features": config.surprise_features, "epochs": config.prm.epochs},
     }
-    # an undefined metric (e.g. F1 with no error-free test solution) is written as null, not NaN
-    run_dir.write_json("metrics.json", metrics)
-    from selfprm.report.demo_report import write_demo_report
 
-    table = write_demo_report(metrics, out)
-    print(table)
-    return metrics
 
+# the row metrics reported as mean ± sd over seeds
+SPREAD_KEYS = ("step_auroc", "first_error_f1", "bon_accuracy")
+
+
+def combine_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One metrics dict from several seeds' (same sources): every number is the mean over seeds;
+    each row's ``sd`` holds the sample sd (ddof 1; 0.0 with one seed) of :data:`SPREAD_KEYS`, and
+    ``per_seed`` the values behind them. An undefined value (NaN) in any seed makes the mean NaN."""
+    def mean(vals: list[Any]) -> Any:
+        if all(isinstance(v, dict) for v in vals):
+            return {k: mean([v[k] for v in vals]) for k in vals[0] if all(k in v for v in vals)}
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            # a setting every seed shares (an int such as bon_n) stays what it is
+            return vals[0] if all(v == vals[0] for v in vals) and isinstance(vals[0], int) else float(np.mean(vals))
+        return vals[0]
+
+    out = mean(per_seed)
+    n = len(per_seed)
+    for name, row in out["label_sources"].items():
+        vals = {k: [m["label_sources"][name][k] for m in per_seed] for k in SPREAD_KEYS}
+        row["sd"] = {k: float(np.std(v, ddof=1)) if n > 1 else 0.0 for k, v in vals.items()}
+        row["per_seed"] = vals
+        row["seeds"] = n
+        if "kept_share" in per_seed[0]["label_sources"][name]:
+            row["kept_share"] = [m["label_sources"][name].get("kept_share") for m in per_seed]
+    out["baselines_sd"] = {k: float(np.std([m["baselines"][k] for m in per_seed], ddof=1)) if n > 1 else 0.0
+                           for k in per_seed[0]["baselines"]}
+    return out

@@ -60,17 +60,24 @@ def default_entries(quick: bool) -> dict[str, Budgeted]:
         "spr": Budgeted("spr", [{}]),
         "mc": Budgeted("mc", [{"n_rollouts": k} for k in ks]),
         "mc_hard": Budgeted("mc", [{"n_rollouts": k} for k in ks], derive="hard"),
+        # OmegaPRM as published: the Q/U tree search with soft records; beside it the plain binary search
         "omega": Budgeted("omega", [{"n_rollouts": k} for k in ks]),
-        # omega searching right answers too (for recovered errors and lucky answers)
-        "omega_all": Budgeted("omega", [{"n_rollouts": k, "search_correct": True} for k in ks]),
-        "mcts": Budgeted("mcts", [{"n_simulations": s} for s in ([2, 6] if quick else [2, 4, 8, 16])]),
+        "omega_binary": Budgeted("omega", [{"n_rollouts": k, "mode": "binary"} for k in ks]),
+        # the all-sound shortcut for right answers, one switch both rollout sources honour, reported apart
+        "mc_shortcut": Budgeted("mc", [{"n_rollouts": k, "assume_correct_sound": True} for k in ks]),
+        "omega_shortcut": Budgeted("omega", [{"n_rollouts": k, "assume_correct_sound": True} for k in ks]),
+        # AlphaLLM's critic mix needs the policy's model; the outcome-only search runs on any policy
+        "mcts": Budgeted("mcts", [{"n_simulations": s} for s in ([2, 6] if quick else [2, 4, 8])], needs_model=True),
+        "mcts_outcome": Budgeted("mcts", [{"n_simulations": s, "critics": ("outcome",)}
+                                          for s in ([2, 6] if quick else [2, 4, 8, 16])]),
         "tree": Budgeted("tree", [{"m_trees": 4, "l_rounds": l, "n_branches": 2} for l in ([1, 3] if quick else [1, 2, 4])]),
         "tree_value": Budgeted("tree", [{"m_trees": 4, "l_rounds": l, "n_branches": 2, "label_kind": "value"}
                                         for l in ([1, 3] if quick else [1, 2, 4])]),
-        "consensus": Budgeted("consensus", [{"primary": "mc", "primary_kwargs": {"n_rollouts": k, "soft": False},
-                                             "second": "omega", "second_kwargs": {"n_rollouts": k}}
-                                            for k in [2]]),
-        "implicit": Budgeted("implicit", [{"train_steps": s} for s in ([60] if quick else [100, 300])], needs_model=True),
+        # Qwen's consensus filter: hard MC and a verifier trained on outcomes (needs the model)
+        "consensus": Budgeted("consensus", [{"primary_kwargs": {"n_rollouts": k, "soft": False}} for k in [2, 4]],
+                              needs_model=True),
+        # train_steps per cross-fitted fold model (two folds)
+        "implicit": Budgeted("implicit", [{"train_steps": s} for s in ([30] if quick else [50, 150])], needs_model=True),
     }
 
 

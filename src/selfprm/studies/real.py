@@ -64,7 +64,9 @@ class RealStudyConfig:
         freeze_layers: MiniLM's lower layers (of 6) kept as pretrained.
         max_length_train: tokens per training example (left-truncated: the problem's start goes first).
         max_length_eval: tokens per scored example.
-        spr_warmup_fraction: SPR: share of steps of class-balanced BCE before the filter is on.
+        spr_warmup_fraction: SPR: share of steps of class-balanced BCE before the filter is on (not in the paper).
+        spr_reference: SPR trains MetaStone-S1's score model (MLP head on the penultimate layer, 1e-4 of
+            the gradient into the backbone, geometric-mean solution scores); off: the linear head (a deviation).
         perturb_variants: corrupted copies per reference solution (plus the clean one).
         bo4_problems: GSM8K test problems held out for best-of-4.
         score_batch_size: examples per scoring batch.
@@ -85,6 +87,7 @@ class RealStudyConfig:
     max_length_train: int = 320
     max_length_eval: int = 512
     spr_warmup_fraction: float = 0.3
+    spr_reference: bool = True
     perturb_variants: int = 2
     bo4_problems: int = 200
     score_batch_size: int = 16
@@ -199,6 +202,7 @@ def run_source(name: str, data: StudyData, c: RealStudyConfig, run_dir: RunDir, 
 
     from selfprm.eval.processbench import score_trajectories_sorted
     from selfprm.prm.backbones import minilm_prm
+    from selfprm.prm.model import SPR_REFERENCE
     from selfprm.prm.train import PRMTrainConfig, train_prm
 
     settings = config_blob(c)
@@ -208,7 +212,9 @@ def run_source(name: str, data: StudyData, c: RealStudyConfig, run_dir: RunDir, 
         return stage.result()
     stage.begin()
     pairs, loss = source_data(name, data, c)
-    prm = minilm_prm(max_length=c.max_length_train, freeze_layers=c.freeze_layers, seed=c.seed)
+    reference = loss == "spr" and c.spr_reference
+    prm = minilm_prm(max_length=c.max_length_train, freeze_layers=c.freeze_layers, seed=c.seed,
+                     **(SPR_REFERENCE if reference else {}))
     steps = math.ceil(len(pairs) / c.batch_size) * c.epochs
     tc = PRMTrainConfig(loss=loss, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, head_lr=c.head_lr, seed=c.seed,
                         spr_warmup_steps=int(c.spr_warmup_fraction * steps) if loss == "spr" else 0)
@@ -242,6 +248,7 @@ def _nan(rows):
 def run(c: RealStudyConfig, out: str | Path, *, progress: bool = True) -> dict:
     """Run the study into ``out``; returns the result also written to ``out/real_metrics.json``."""
     from selfprm.eval.metrics import best_of_n, solution_scores
+    from selfprm.prm.model import SPR_REFERENCE_AGGREGATION
     from selfprm.eval.processbench import evaluate_processbench
 
     run_dir = RunDir(out)
@@ -254,8 +261,9 @@ def run(c: RealStudyConfig, out: str | Path, *, progress: bool = True) -> dict:
     for name in c.sources:
         rec = run_source(name, data, c, run_dir, progress)
         pb = evaluate_processbench({s: _nan(v) for s, v in rec["scores"].items()}, labels)
-        # best-of-4: per problem (final answer, correct?, min step score), PRM pick vs the rest
-        sol = solution_scores(_nan(rec["bo4_scores"]), "min")
+        # best-of-4: per problem (final answer, correct?, solution score), PRM pick vs the rest
+        how = SPR_REFERENCE_AGGREGATION if rec["loss"] == "spr" and c.spr_reference else "min"
+        sol = solution_scores(_nan(rec["bo4_scores"]), how)
         it = iter(sol)
         groups = [[(t.final_answer, bool(t.outcome), next(it)) for t in g] for g in data.bo4_groups]
         bo = best_of_n(groups, 4)

@@ -22,6 +22,13 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
+def seed_streams(seed: int, names: Sequence[str]) -> dict[str, int]:
+    """Independent integer seeds, one per name, spawned from ``seed`` by ``numpy.random.SeedSequence``
+    (so no two streams collide the way ``seed * 100 + k`` and ``seed * 1_000_003 + i`` can)."""
+    children = np.random.SeedSequence(seed).spawn(len(names))
+    return {name: int(c.generate_state(1)[0]) for name, c in zip(names, children)}
+
+
 def policy_stage(run: RunDir, name: str, domain, n_sft_problems: int, lm, sft,
                  progress: bool = True) -> tuple[Stage, Any, Any, list[float]]:
     """The embedded tiny causal LM after SFT on ``domain``: trained once, then loaded from
@@ -71,7 +78,7 @@ def label_stage(run: RunDir, name: str, source_name: str, kwargs: dict[str, Any]
     write_trajectories(stage.file("labels.jsonl"), [t for t, _ in kept], [l for _, l in kept])
     meta = {"seconds": res.seconds, "policy_tokens": res.policy_tokens, "rollouts": res.rollouts,
             "labeled_steps": res.labeled_steps, "dropped": sum(l is None for l in res.labels),
-            "prm_loss": res.prm_loss}
+            "prm_loss": res.prm_loss, "token_passes": res.token_passes}
     return stage, res.labels, stage.finish(meta)
 
 
@@ -95,14 +102,15 @@ def prm_stage(run: RunDir, name: str, parents: Sequence[Stage], backbone_dir, to
     if stage.done():
         return stage, ProcessRewardModel.from_pretrained(stage.file("model")), stage.read_json("history.json")
     stage.begin()
+    data = list(pairs() if callable(pairs) else pairs)
+    # the head's initialisation and its dropout masks come from init_seed, not the global stream
     with torch.random.fork_rng():
         torch.manual_seed(init_seed)
         prm = ProcessRewardModel(AutoModelForCausalLM.from_pretrained(backbone_dir), tokenizer, prm_config)
-    data = list(pairs() if callable(pairs) else pairs)
-    hist = asdict(train_prm(prm, data, train_config, progress=progress, desc=desc))
+        hist = asdict(train_prm(prm, data, train_config, progress=progress, desc=desc))
     with stage.atomic_dir("model") as tmp:
         prm.save_pretrained(tmp)
     stage.write_json("history.json", hist)
-    stage.finish({"examples": hist["examples"], "seconds": hist["seconds"]})
+    stage.finish({"examples": hist["examples"], "seconds": hist["seconds"], "token_passes": hist["token_passes"]})
     return stage, prm, hist
 
