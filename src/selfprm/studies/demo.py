@@ -167,13 +167,14 @@ def run(config: DemoConfig, out: str | Path, *, progress: bool = True) -> dict[s
     sft = replace(config.sft, seed=config.seed)
     policy_st, model, tok, sft_losses = policy_stage(run_dir, "policy", domain, config.n_sft_problems, config.lm, sft,
                                                      progress=progress)
-    log(f"      (policy: {time.perf_counter() - t0:.1f} s)")
+    policy_seconds = time.perf_counter() - t0
+    log(f"      (policy: {policy_seconds:.1f} s)")
     per_seed = []
     for k in range(config.seeds):
         if config.seeds > 1:
             log(f"=== seed {k + 1} of {config.seeds} ===")
         metrics = _run_seed(config, run_dir, f"seed-{k}", streams[f"seed-{k}"], domain, policy_st, model, tok, progress)
-        metrics["stage_seconds"] = {"policy": time.perf_counter() - t0 if k == 0 else 0.0, **metrics["stage_seconds"]}
+        metrics["stage_seconds"] = {"policy": policy_seconds if k == 0 else 0.0, **metrics["stage_seconds"]}
         metrics["policy"]["sft_final_loss"] = float(np.mean(sft_losses[-20:])) if sft_losses else math.nan
         run_dir.write_json(f"seed-{k}/metrics.json", metrics)
         per_seed.append(metrics)
