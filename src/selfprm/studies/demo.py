@@ -204,6 +204,21 @@ def deviations(config: DemoConfig) -> list[str]:
                        "spr_surprise_features=False runs the paper's head input)")
         if config.spr_warmup_steps:
             out.append(f"spr: {config.spr_warmup_steps} steps of class-balanced BCE before the filter (not in the paper)")
+    # what the CPU scale changes in the other rows (each source's docstring has the details)
+    kw = config.source_kwargs
+    if "omega" in config.sources:
+        out.append(f"omega: {kw.get('omega', {}).get('extra_searches', 16)} Q/U searches per problem after the pool's "
+                   "own (the paper: up to 100), popped several per round; no question filter")
+    if "mcts" in config.sources:
+        out.append("mcts: the value-function and PRM critics are tiny copies of the policy trained inside the source "
+                   "(cross-fitted), weighted equally with the outcome; one rollout per expansion; states merged by a "
+                   "normalised-text rule")
+    if "implicit" in config.sources:
+        out.append("implicit: the reward model is trained on the pool it labels, cross-fitted over 2 folds of problems "
+                   "(the paper trains on separate data)")
+    if "consensus" in config.sources:
+        out.append("consensus: the judge is a verifier trained on outcomes from the policy's weights (the paper: "
+                   "Qwen2.5-72B-Instruct as a critic); disagreeing trajectories get weight 0")
     return out
 
 
