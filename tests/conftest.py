@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import torch
 
 from selfprm.data.paths import ENV_VAR, shared_data_dir
 from selfprm.domains import ArithDomain
@@ -55,3 +56,13 @@ def char_tokenizer(domain):
 @pytest.fixture
 def tiny_lm(char_tokenizer):
     return build_tiny_lm(char_tokenizer, TinyLMConfig(n_layer=1, n_head=2, n_embd=32, n_positions=128), seed=0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The tiny models run many small ops; a second intra-op thread adds a barrier to each, which
+    stalls whenever the 2 shared cores are busy (the toy test: 1 s on one thread, 200 s on two under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,14 +9,8 @@ from selfprm.policies import HFPolicy, HFPolicyConfig, SimulatedPolicy
 from selfprm.types import Problem, Trajectory
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny models run many small ops; a second intra-op thread adds a barrier to each, which
-    stalls whenever the 2 shared cores are busy (the toy test: 1 s on one thread, 200 s on two under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# the verifier's tiny models run on one intra-op thread (see conftest.one_torch_thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 GOOD, BAD = "e", "o"  # one-character steps; a solution ends right iff no step is BAD

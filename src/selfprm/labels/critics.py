@@ -30,11 +30,12 @@ from selfprm.types import StepLabels, Trajectory
 
 def build_critic(policy, config: PRMConfig, seed: int) -> ProcessRewardModel:
     """A fresh critic: a copy of the policy's backbone (its weights are never touched) and a head
-    initialised from ``seed``."""
+    initialised from ``seed``; ``max_length`` is capped at the model's positions. Every model a
+    label source trains on its own calls (mcts's critics, consensus's verifier) is built here."""
     model, tok = getattr(policy, "model", None), getattr(policy, "tokenizer", None)
     if model is None or tok is None:
-        raise TypeError("the trained critics sit on a copy of the policy's model, so they need a policy with "
-                        f".model and .tokenizer (an HFPolicy); got {type(policy).__name__}")
+        raise TypeError("a model trained inside a label source sits on a copy of the policy's model, so it "
+                        f"needs a policy with .model and .tokenizer (an HFPolicy); got {type(policy).__name__}")
     cfg = getattr(model, "config", None)
     limit = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
     if limit is not None and config.max_length > int(limit):

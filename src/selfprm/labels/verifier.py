@@ -57,7 +57,6 @@ LM objective; here a few epochs of BCE only.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, fields, replace
@@ -66,6 +65,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from selfprm.labels.critics import build_critic
 from selfprm.labels.folds import trajectory_folds
 from selfprm.types import StepLabels, Trajectory
 
@@ -179,14 +179,14 @@ class OutcomeVerifier:
     # ------------------------------------------------------------------ the call
     def first_errors(self, trajectories: Sequence[Trajectory], *, progress: bool = False) -> list[int]:
         """The judge's first-error index of each trajectory (-1: no error), cross-fitted."""
-        from selfprm.prm.model import PRMConfig, ProcessRewardModel
+        from selfprm.prm.model import PRMConfig
         from selfprm.prm.train import PRMTrainConfig, train_prm
 
         c = self.config
         t0 = time.perf_counter()
         trajectories = list(trajectories)
         folds = self.assign_folds(trajectories)
-        model_src, tok = self.policy.model, self.policy.tokenizer
+        model_src = self.policy.model
         sep = getattr(getattr(self.policy, "domain", None), "step_separator", "\n")
         pcfg = PRMConfig(step_separator=sep, max_length=c.max_length, surprise_features=c.surprise_features)
         tcfg = PRMTrainConfig(loss="bce", epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, head_lr=c.head_lr,
@@ -207,7 +207,7 @@ class OutcomeVerifier:
                                  "has steps and a known outcome")
             with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
                 torch.manual_seed(c.seed * 1_000_003 + k)
-                prm = ProcessRewardModel(copy.deepcopy(model_src), tok, pcfg).to(device)
+                prm = build_critic(self.policy, pcfg, c.seed * 1_000_003 + k)
                 data = []
                 for i in train_idx:  # the outcome broadcast to every step prefix
                     t = trajectories[i]
