@@ -194,3 +194,45 @@ def test_spr_learns_both_classes_on_a_separable_case(char_tokenizer):
     assert auc > 0.9, auc
     # a collapsed head (one constant score) would rank nothing: AUROC 0.5
     assert len({round(s[1], 6) for s in scores}) > 1
+
+
+def _separable_spr_case(char_tokenizer):
+    """Wrong solutions write a second step no right one does: separable outcome pseudo-labels."""
+    from selfprm.policies.tiny import TinyLMConfig, build_tiny_lm
+    from selfprm.types import Problem, Trajectory
+
+    lm = build_tiny_lm(char_tokenizer, TinyLMConfig(n_layer=2, n_head=2, n_embd=32, n_positions=64), seed=0)
+    trajs = []
+    for i in range(40):
+        ok = i % 2 == 0
+        a = i % 7
+        steps = [f"{a}+1={a + 1}", f"{a + 1}*1={a + 1}" if ok else "9*9=9"]
+        trajs.append(Trajectory(Problem(f"p{i}", f"Q:{a} +1 *1"), steps, "x", ok, [True, ok]))
+    return lm, trajs, [StepLabels([float(t.outcome)] * 2, "spr") for t in trajs]
+
+
+@pytest.mark.parametrize("warmup", [0, 30])
+def test_spr_filter_from_a_one_sided_head_stays_one_sided_and_the_warm_start_recovers(char_tokenizer, warmup):
+    """Why the demo warm-starts SPR: a head whose logits all share one sign keeps only that class
+    in the filtered loss (the other's kept share is 0 at every step), so nothing pulls it back and
+    its scores rank nothing. Class-balanced BCE before the filter turns that head round."""
+    from selfprm.eval.metrics import step_auroc
+    from selfprm.prm.model import SPR_REFERENCE
+
+    lm, trajs, labels = _separable_spr_case(char_tokenizer)
+    torch.manual_seed(0)
+    prm = ProcessRewardModel(lm, char_tokenizer, PRMConfig(step_separator="\n", **SPR_REFERENCE))
+    with torch.no_grad():
+        prm.head[-1].bias.fill_(3.0)  # every step starts on the positive side
+    assert min(min(s) for s in prm.score_trajectories(trajs)) > 0.5
+    hist = train_prm(prm, list(zip(trajs, labels)), PRMTrainConfig(
+        loss="spr", epochs=15, batch_size=8, head_lr=5e-2, log_every=1, spr_warmup_steps=warmup), progress=False)
+    auc = step_auroc([s[1:] for s in prm.score_trajectories(trajs)], [[t.outcome] for t in trajs])
+    if warmup == 0:
+        assert max(hist.spr_kept_neg) == 0.0 and min(hist.spr_kept_pos) == 1.0  # absorbing: one class only
+        assert min(min(s) for s in prm.score_trajectories(trajs)) > 0.5
+        assert auc < 0.6, auc  # and it ranks nothing
+    else:
+        assert hist.spr_kept_neg[0] > 0.2  # the filter starts with both classes in the loss
+        assert auc > 0.9, auc
+        assert auc > 0.9, auc

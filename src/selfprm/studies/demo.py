@@ -55,7 +55,9 @@ class DemoConfig:
         prm: PRM training; the loss is the one the label source names.
         surprise_features: the PRM head also reads the backbone's token log-probs (prm/model.py).
         seeds: independent repeats after the policy (pool, labels, PRMs), reported as mean ± sd.
-        spr_warmup_steps: SPR warm start: optimizer steps of class-balanced BCE before the filter is on.
+        spr_warmup_steps: SPR warm start: optimizer steps of class-balanced BCE before the filter is on
+            (not in the paper; 0 runs the filter from the random head, which ends at one class on a fixed
+            pool for about a third of initialisations, see the README).
         spr_reference: the ``spr`` row's PRM is MetaStone-S1's (MLP head on the penultimate layer, 1e-4
             of the gradient into the backbone, geometric-mean solution scores); off: the demo's own PRM
             with the SPR loss (a deviation).
@@ -97,7 +99,7 @@ class DemoConfig:
     prm: PRMTrainConfig = field(default_factory=lambda: PRMTrainConfig(epochs=3, batch_size=32, head_lr=5e-2))
     surprise_features: bool = True
     seeds: int = 1
-    spr_warmup_steps: int = 0
+    spr_warmup_steps: int = 8
     spr_reference: bool = True
     spr_surprise_features: bool = True
     spr_head_lr: float = 1e-2
@@ -203,7 +205,9 @@ def deviations(config: DemoConfig) -> list[str]:
                        "2-layer policy the penultimate hidden states alone carry no step-error signal; "
                        "spr_surprise_features=False runs the paper's head input)")
         if config.spr_warmup_steps:
-            out.append(f"spr: {config.spr_warmup_steps} steps of class-balanced BCE before the filter (not in the paper)")
+            out.append(f"spr: {config.spr_warmup_steps} steps of class-balanced BCE before the filter (not in the paper: "
+                       "MetaStone-S1 starts the filter from the random head, online beside RL; on this fixed pool that "
+                       "start ends with one class filtered out on about a third of initialisations)")
     # what the CPU scale changes in the other rows (each source's docstring has the details)
     kw = config.source_kwargs
     if "omega" in config.sources:
