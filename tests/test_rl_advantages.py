@@ -16,6 +16,13 @@ from selfprm.rl.tree_grpo import node_credit, tree_advantages
 def test_group_normalise_by_hand():
     # group a: rewards 1, 0 -> mean .5, std .5 -> +1, -1; group b: no spread -> 0
     assert group_normalise([1, 0, 1, 1], ["a", "a", "b", "b"]) == pytest.approx([1, -1, 0, 0], abs=1e-5)
+    # unbiased std (torch.std, the reference's): group a's std is sqrt(.5/1) -> +-.5/sqrt(.5) = +-sqrt(.5)
+    got = group_normalise([1, 0, 1, 1], ["a", "a", "b", "b"], ddof=1)
+    assert got == pytest.approx([math.sqrt(0.5), -math.sqrt(0.5), 0, 0], abs=1e-5)
+    # a lone rollout: no std; verl gives it mean 0, std 1 (advantage = reward), population std gives 0
+    assert group_normalise([1, 0, 1], ["a", "a", "b"], ddof=1)[2] == pytest.approx(1.0, abs=1e-5)
+    assert group_normalise([1, 0, 1], ["a", "a", "b"])[2] == 0.0
+    assert torch.tensor([1.0, 0.0]).std().item() == pytest.approx(math.sqrt(0.5))  # torch.std is ddof=1
 
 
 def test_grpo_loss_clip_and_kl_by_hand():
@@ -68,10 +75,24 @@ def test_tree_grpo_intra_and_inter_normalisation_of_two_trees():
     expect = [1 + 0.25 / s, -1 - 0.75 / s, 0.25 / s, 0.25 / s]
     assert adv == pytest.approx(expect, abs=1e-4)
     assert adv == pytest.approx([1.57735, -2.73205, 0.57735, 0.57735], abs=1e-4)
-    # the trunk shared by A's two leaves gets their mean; each leaf's own tail its own advantage
+    # the reference's unbiased std: inter std sqrt(.75/3) = .5, intra A std sqrt(.5)
+    ref = tree_advantages([1, 0, 1, 1], ["A", "A", "B", "B"], [0, 0, 0, 0], ddof=1)
+    assert ref == pytest.approx([math.sqrt(0.5) + 0.5, -math.sqrt(0.5) - 1.5, 0.5, 0.5], abs=1e-4)
+    # the "mean" trunk credit: the trunk shared by A's two leaves gets their mean; each leaf's own tail its own advantage
     credit = node_credit([["trunkA", "a1"], ["trunkA", "a2"], ["b1"], ["b2"]], adv)
     assert credit["trunkA"] == pytest.approx((expect[0] + expect[1]) / 2, abs=1e-4)
     assert credit["a1"] == pytest.approx(expect[0], abs=1e-4) and credit["b2"] == pytest.approx(expect[3], abs=1e-4)
+
+
+class _Draws:
+    """A stand-in rng: hands out the given stage draws in order and records each range asked for."""
+
+    def __init__(self, draws):
+        self.draws, self.asked = list(draws), []
+
+    def integers(self, lo, hi):
+        self.asked.append((lo, hi))
+        return self.draws.pop(0)
 
 
 def test_r3_start_state_schedule():
@@ -80,11 +101,37 @@ def test_r3_start_state_schedule():
     assert [r3_kept_steps(6, s, 3) for s in range(3)] == [4, 2, 0]
     # 20 training steps over 4 stages: 5 steps each
     assert [r3_stage(t, 20, 4) for t in (0, 4, 5, 9, 10, 19)] == [0, 0, 1, 1, 2, 3]
-    assert r3_start_states([4, 8], step=10, total_steps=20, n_stages=4, mix=False) == [1, 2]
-    # mixed stages: draws only from the stages reached so far
-    rng = np.random.default_rng(0)
-    draws = {k for _ in range(200) for k in r3_start_states([4], 10, 20, 4, rng, mix=True)}
-    assert draws == {3, 2, 1}
+
+
+def test_r3_mixed_schedule_draws_every_stage_from_step_zero():
+    # the reference's mix (default): at step 0 of 20, each prompt's stage is drawn from all of
+    # 0..3; draws 3, 0, 2 on demonstrations of 4, 4, 8 steps keep 0 (bare problem), 3 and 8·1/4 = 2 steps
+    rng = _Draws([3, 0, 2])
+    assert r3_start_states([4, 4, 8], step=0, total_steps=20, n_stages=4, rng=rng) == [0, 3, 2]
+    assert rng.asked == [(0, 4)] * 3
+    # the same at the last step: the schedule does not move
+    rng = _Draws([3])
+    assert r3_start_states([4], step=19, total_steps=20, n_stages=4, rng=rng, schedule="mixed") == [0]
+    assert rng.asked == [(0, 4)]
+    # with a real generator, step 0 already reaches every stage, the bare problem (0 kept) included
+    g = np.random.default_rng(0)
+    assert {k for _ in range(100) for k in r3_start_states([4], 0, 20, 4, g)} == {3, 2, 1, 0}
+
+
+def test_r3_progressive_schedule_by_hand():
+    # the named deviation: at step 0 only stage 0 is open, so the start keeps 3 of 4 steps
+    rng = _Draws([0, 0])
+    assert r3_start_states([4, 8], step=0, total_steps=20, n_stages=4, rng=rng, schedule="progressive") == [3, 6]
+    assert rng.asked == [(0, 1)] * 2
+    # step 10 of 20 is stage 2: draws come from 0..2; without mixing all use stage 2
+    rng = _Draws([1, 2])
+    assert r3_start_states([4, 8], 10, 20, 4, rng, schedule="progressive") == [2, 2]
+    assert rng.asked == [(0, 3)] * 2
+    assert r3_start_states([4, 8], step=10, total_steps=20, n_stages=4, mix=False, schedule="progressive") == [1, 2]
+    # the bare problem only from stage 3, the last quarter of training
+    g = np.random.default_rng(0)
+    assert 0 not in {k for t in range(15) for k in r3_start_states([4] * 20, t, 20, 4, g, schedule="progressive")}
+    assert {k for _ in range(100) for k in r3_start_states([4], 10, 20, 4, g, schedule="progressive")} == {3, 2, 1}
 
 
 def test_srl_reward_for_known_strings(domain):

@@ -9,7 +9,19 @@ even parse:
 
 Advantages are group normalised over the rollouts that share the same prefix. Dynamic sampling
 (their §3.3, after DAPO) drops every group whose rewards do not spread (std < ``min_std``): they
-carry no gradient. The dropped rollouts still count against the sample budget.
+carry no gradient. The dropped rollouts still count against the budget.
+
+Budget. An SRL rollout is one step, not a solution, so counting it as a whole sample (as the
+equal-samples comparison does) flatters the method. The trainer therefore also counts the policy
+tokens each rollout generated (:func:`selfprm.rl.grpo.generated_tokens`: the step and its
+separator, never the given expert prefix):
+
+    policy_tokens = Σ_{one-step rollouts y} |y|,
+
+and a study can budget every method in those tokens (``token_budget`` in ``selfprm rl``).
+
+Public code: the paper names none, and no official repository was found (only third-party
+reimplementations); the reward, the grouping and the dynamic sampling follow the paper's text.
 """
 
 from __future__ import annotations

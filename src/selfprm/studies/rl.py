@@ -10,7 +10,9 @@ reaches (a PRM retrained on a new pool also reruns the ``prm`` method and the se
    the SFT policy (``prm_labels``: ``oracle`` by default, any registered label source works),
    its backbone initialised from the policy as in ``selfprm demo`` — or loaded with ``prm_path``.
 3. Every method × seed (any method in :data:`selfprm.rl.RL_METHODS`): GRPO from the SFT weights,
-   held-out accuracy measured along the way at equal numbers of sampled trajectories.
+   held-out accuracy measured along the way at equal numbers of sampled trajectories — or, with
+   ``token_budget``, at equal numbers of generated policy tokens (a one-step SRL rollout or a tree
+   expansion costs what it generates, not a whole sample). Every run reports both.
 4. Search at test time with the SFT policy and the PRM: accuracy against policy tokens for
    best-of-N, weighted majority, majority vote and beam search.
 """
@@ -54,6 +56,9 @@ class RLConfig:
         n_eval_problems: held-out problems accuracy is measured on.
         grpo: the GRPO core's settings (every method's config starts from them).
         method_kwargs: per-method settings beyond ``grpo`` (JSON on the command line).
+        token_budget: policy tokens each method × seed generates before it stops (0: train
+            ``grpo.steps`` rounds, equal samples); with a budget, accuracy is measured when the
+            tokens spent reach each of ``grpo.steps // grpo.eval_every`` evenly spaced marks.
         prm_path: a saved selfprm PRM for the ``prm`` method and search (empty: train one here).
         prm_labels: the label source of the PRM trained here.
         prm_pool_problems: problems of the pool it is trained on.
@@ -82,6 +87,7 @@ class RLConfig:
     grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(steps=30, prompts_per_step=8, group_size=8, lr=1e-4,
                                                                  eval_every=10, eval_samples=2, max_new_tokens=64))
     method_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    token_budget: int = 0
     prm_path: str = ""
     prm_labels: str = "oracle"
     prm_pool_problems: int = 200
@@ -172,8 +178,9 @@ def run(run: RLConfig, out: str | Path, *, progress: bool = True) -> dict[str, A
     prm_st, prm = _prm(run, run_dir, policies["arith"], domains["arith"], progress)
 
     # 3. methods × seeds ------------------------------------------------------------------------
-    log(f"[3/4] {len(run.methods)} methods x {run.seeds} seeds, "
-        f"{run.grpo.steps * run.grpo.prompts_per_step * run.grpo.group_size} sampled solutions each")
+    budget = (f"{run.token_budget} policy tokens each" if run.token_budget else
+              f"{run.grpo.steps * run.grpo.prompts_per_step * run.grpo.group_size} sampled solutions each")
+    log(f"[3/4] {len(run.methods)} methods x {run.seeds} seeds, {budget}")
     problems = {d: (domains[d].sample_problems(run.n_train_problems, seed=101, prefix="rl-train"),
                     domains[d].sample_problems(run.n_eval_problems, seed=202, prefix="rl-eval")) for d in needed}
     results: dict[str, list[dict[str, Any]]] = {}
@@ -183,32 +190,44 @@ def run(run: RLConfig, out: str | Path, *, progress: bool = True) -> dict[str, A
         for seed in range(run.seeds):
             cfg = method_config(name, run.grpo, seed, run.method_kwargs.get(name))
             parents = [pstage, prm_st] if spec.needs_prm else [pstage]
-            stage = run_dir.stage(f"runs/{name}-seed{seed}", {"method": name, "config": cfg,
-                                                               "problems": [run.n_train_problems, run.n_eval_problems]},
-                                  parents)
+            key = {"method": name, "config": cfg, "problems": [run.n_train_problems, run.n_eval_problems]}
+            if run.token_budget:  # only when set, so runs budgeted in samples keep their cached stages
+                key["token_budget"] = run.token_budget
+            stage = run_dir.stage(f"runs/{name}-seed{seed}", key, parents)
             if not stage.done():
                 stage.begin()
                 model = AutoModelForCausalLM.from_pretrained(pstage.file("model"))
                 trainer = GRPOTrainer(model, tok, domains[spec.domain], cfg, spec.build(cfg, prm))
-                res = trainer.train(*problems[spec.domain], progress=progress, desc=f"{name} seed {seed}")
+                res = trainer.train(*problems[spec.domain], progress=progress, desc=f"{name} seed {seed}",
+                                    token_budget=run.token_budget or None)
                 stage.finish({"accuracy": res.accuracy, "samples": res.samples, "seconds": res.seconds,
-                              "kl": res.kl, "mean_reward": res.mean_reward, "domain": spec.domain})
+                              "kl": res.kl, "mean_reward": res.mean_reward, "domain": spec.domain,
+                              "policy_tokens": res.policy_tokens, "tokens": res.tokens})
                 log(f"      {name:13s} seed {seed}: accuracy {res.accuracy[0][1]:.3f} -> {res.accuracy[-1][1]:.3f} "
                     f"({res.seconds:.0f}s)")
             results.setdefault(name, []).append(stage.result())
     methods: dict[str, Any] = {}
     for name, recs in results.items():
-        xs = [p[0] for p in recs[0]["accuracy"]]
+        # budgeted in samples every seed has the same x; in tokens, the same number of points,
+        # each at the seeds' mean x
+        xs = np.mean([[p[0] for p in r["accuracy"]] for r in recs], axis=0)
         per_seed = np.array([[p[1] for p in r["accuracy"]] for r in recs])
         finals = per_seed[:, -1]
+        # stages cached before tokens were counted have no "tokens": no token curve then
+        tok_x = (np.mean([[p[0] for p in r["tokens"]] for r in recs], axis=0)
+                 if all(r.get("tokens") for r in recs) else None)
         methods[name] = {
-            "accuracy": [[int(x), float(a)] for x, a in zip(xs, per_seed.mean(0))],
+            "accuracy": [[int(round(x)), float(a)] for x, a in zip(xs, per_seed.mean(0))],
+            "tokens": None if tok_x is None else [[int(round(x)), float(a)] for x, a in zip(tok_x, per_seed.mean(0))],
+            "policy_tokens": (int(round(np.mean([r["policy_tokens"] for r in recs])))
+                              if all("policy_tokens" in r for r in recs) else None),
+            "budget": "tokens" if run.token_budget else "samples",
             "accuracy_std": [float(s) for s in per_seed.std(0)],
             "accuracy_per_seed": per_seed.tolist(),
             "final_accuracy": float(finals.mean()),
             "final_accuracy_std": float(finals.std()),
             "seeds": len(recs),
-            "samples": int(recs[0]["samples"]),
+            "samples": int(round(np.mean([r["samples"] for r in recs]))),
             "domain": recs[0]["domain"],
             "seconds": float(np.mean([r["seconds"] for r in recs])),
         }
