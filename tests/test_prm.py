@@ -211,11 +211,12 @@ def _separable_spr_case(char_tokenizer):
     return lm, trajs, [StepLabels([float(t.outcome)] * 2, "spr") for t in trajs]
 
 
-@pytest.mark.parametrize("warmup", [0, 30])
-def test_spr_filter_from_a_one_sided_head_stays_one_sided_and_the_warm_start_recovers(char_tokenizer, warmup):
-    """Why the demo warm-starts SPR: a head whose logits all share one sign keeps only that class
-    in the filtered loss (the other's kept share is 0 at every step), so nothing pulls it back and
-    its scores rank nothing. Class-balanced BCE before the filter turns that head round."""
+@pytest.mark.parametrize("warmup,fallback", [(0, False), (30, False), (0, True)])
+def test_spr_filter_from_a_one_sided_head_stays_one_sided_and_the_warm_start_recovers(char_tokenizer, warmup, fallback):
+    """Why the studies guard SPR: a head whose logits all share one sign keeps only that class in
+    the filtered loss (the other's kept share is 0 at every step), so nothing pulls it back and its
+    scores rank nothing. Class-balanced BCE before the filter (the warm start), or in place of a
+    one-sided filtered batch (the fallback), turns that head round."""
     from selfprm.eval.metrics import step_auroc
     from selfprm.prm.model import SPR_REFERENCE
 
@@ -226,13 +227,17 @@ def test_spr_filter_from_a_one_sided_head_stays_one_sided_and_the_warm_start_rec
         prm.head[-1].bias.fill_(3.0)  # every step starts on the positive side
     assert min(min(s) for s in prm.score_trajectories(trajs)) > 0.5
     hist = train_prm(prm, list(zip(trajs, labels)), PRMTrainConfig(
-        loss="spr", epochs=15, batch_size=8, head_lr=5e-2, log_every=1, spr_warmup_steps=warmup), progress=False)
+        loss="spr", epochs=15, batch_size=8, head_lr=5e-2, log_every=1, spr_warmup_steps=warmup,
+        spr_one_sided_fallback=fallback), progress=False)
     auc = step_auroc([s[1:] for s in prm.score_trajectories(trajs)], [[t.outcome] for t in trajs])
-    if warmup == 0:
+    if not warmup and not fallback:
         assert max(hist.spr_kept_neg) == 0.0 and min(hist.spr_kept_pos) == 1.0  # absorbing: one class only
         assert min(min(s) for s in prm.score_trajectories(trajs)) > 0.5
         assert auc < 0.6, auc  # and it ranks nothing
+        assert hist.spr_fallback_steps == 0
     else:
-        assert hist.spr_kept_neg[0] > 0.2  # the filter starts with both classes in the loss
-        assert auc > 0.9, auc
+        if warmup:
+            assert hist.spr_kept_neg[0] > 0.2  # the filter starts with both classes in the loss
+        else:
+            assert hist.spr_fallback_steps > 0 and hist.spr_kept_neg[0] == 0.0
         assert auc > 0.9, auc

@@ -7,12 +7,20 @@
     selfprm jepa [--quick] [--out DIR]            UI-JEPA: intent from unlabeled UI streams
     selfprm eval processbench --prm PATH          ProcessBench first-error F1 of a saved PRM
 
+    From a user's model and problems to a PRM, each step reading and writing files one can inspect:
+    selfprm generate --policy SPEC --problems FILE --n N --out traj.jsonl     sample solutions
+    selfprm label --source NAME [--policy SPEC] --in traj.jsonl --out labeled.jsonl   step labels
+    selfprm train --backbone PATH --data labeled.jsonl --out prm/              train a PRM
+    selfprm eval bon --prm prm/ --data traj.jsonl [--n N]                       best-of-N accuracy
+
 As TRL's parsers do, every field of a study's ``Config`` dataclass is a flag (``--n-train-problems
 100``), nested configs by dotted name (``--sft.steps 400``, ``--prm.head-lr 0.05``); each flag's
 help is the field's line in the config's ``Parameters:`` block. ``--preset quick`` (or ``--quick``)
 starts from the smaller preset; flags override it. Lists are comma-separated (``--sources a,b``),
 booleans take ``--x`` / ``--no-x``, dicts and nested lists are JSON. The resolved config is written
-to ``OUT/config.json``. A command's module is imported only when that command is chosen.
+to ``OUT/config.json`` (a study with ``WRITES_OWN_CONFIG``, such as ``generate`` whose ``--out`` is a
+file, records it in its own output once its inputs are checked). A command's module is imported only
+when that command is chosen.
 """
 
 from __future__ import annotations
@@ -34,6 +42,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("rl",): ("rl", "GRPO variants with dense step rewards, and PRM-guided search, on the tiny policy"),
     ("jepa",): ("jepa", "UI-JEPA: intent from unlabeled UI streams, against scratch and MAE"),
     ("eval", "processbench"): ("eval-processbench", "ProcessBench first-error F1 of a saved PRM"),
+    ("generate",): ("generate", "sample N step-by-step solutions per problem from a policy, outcomes checked"),
+    ("label",): ("label", "step labels for sampled solutions from any registered label source"),
+    ("train",): ("train", "train a PRM on step labels, on any transformers backbone at a local path"),
+    ("eval", "bon"): ("eval-bon", "best-of-N accuracy of a saved PRM beside majority vote, random and oracle picks"),
 }
 
 
@@ -155,8 +167,9 @@ def _required_fields(cls: type) -> list[str]:
 def add_study_arguments(parser: argparse.ArgumentParser, study) -> None:
     """The flags every study shares (``--out``, ``--preset``/``--quick``, ``--no-progress``) and its config's."""
     default_out = getattr(study, "DEFAULT_OUT", None)
+    out_help = getattr(study, "OUT_HELP", "output folder; a rerun resumes from what it holds")
     parser.add_argument("--out", default=default_out, required=default_out is None and getattr(study, "OUT_REQUIRED", False),
-                        help="output folder; a rerun resumes from what it holds" + (f" (default {default_out})" if default_out else ""))
+                        help=out_help + (f" (default {default_out})" if default_out else ""))
     if study.PRESETS:
         parser.add_argument("--preset", choices=sorted(study.PRESETS), default="full",
                             help="the configuration to start from; flags override it")
@@ -221,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         config = config_from_args(study, args)
     except (ValueError, TypeError, KeyError) as e:  # a bad value fails before anything is written
         raise SystemExit(f"selfprm {args._study}: {e}") from None
-    if args.out is not None:
+    # a study whose --out is a file (generate, label) records its config itself, after its inputs are checked
+    if args.out is not None and not getattr(study, "WRITES_OWN_CONFIG", False):
         write_json(Path(args.out) / "config.json", config_blob(config))
     return study.run(config, args.out, progress=not args.no_progress)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,9 @@ class PRMTrainConfig:
         warmup_ratio: share of the steps with a linear learning-rate warm-up.
         spr_warmup_steps: SPR only: steps of class-balanced BCE before the dynamic filter is on.
         spr_pos_factor: SPR only: weight of positive pseudo-labels (MetaStone-S1 uses 1.5).
-        log_every: steps between logged losses (and SPR kept shares).
+        spr_one_sided_fallback: SPR only: a batch whose filter kept no step of a class present in it
+            trains on class-balanced BCE instead (not in the paper; the one-sided state is absorbing).
+        log_every: steps between logged SPR kept shares (the loss is logged every step).
         seed: batch order.
     """
 
@@ -46,7 +48,10 @@ class PRMTrainConfig:
     # so the filter starts from a head that already separates something (the warm start).
     spr_warmup_steps: int = 0
     spr_pos_factor: float = 1.5
-    log_every: int = 10
+    # SPR only: once every logit has one sign the filter keeps one class and nothing pulls the head
+    # back; with this on, such a batch trains on class-balanced BCE instead (counted in the history)
+    spr_one_sided_fallback: bool = False
+    log_every: int = 1
     seed: int = 0
 
 
@@ -57,10 +62,30 @@ class TrainHistory:
     spr_step: list[int] = field(default_factory=list)
     spr_kept_pos: list[float] = field(default_factory=list)
     spr_kept_neg: list[float] = field(default_factory=list)
+    spr_fallback_steps: int = 0  # SPR batches trained on class-balanced BCE because the filter was one-sided
     seconds: float = 0.0
     examples: int = 0
     # token positions through the model: each forward and each backward pass counted (the ledger)
     token_passes: int = 0
+
+
+class EpochCheckpoint(Protocol):
+    """Where :func:`train_prm` keeps one checkpoint per finished epoch, so a killed run resumes.
+
+    As in nanoGPT, one checkpoint holds model, optimizer, scheduler and history, so resuming is one
+    load; where and how it is written (atomically) is the caller's choice.
+    """
+
+    def restore(self, prm: ProcessRewardModel, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler, history: TrainHistory) -> int:
+        """Load the last checkpoint into the objects given (``history`` in place); return the
+        epochs it had finished (0: none, train from the start)."""
+        ...
+
+    def save(self, epochs_done: int, prm: ProcessRewardModel, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler, history: TrainHistory) -> None:
+        """Keep the state after ``epochs_done`` epochs."""
+        ...
 
 
 def train_prm(
@@ -69,8 +94,14 @@ def train_prm(
     config: PRMTrainConfig | None = None,
     progress: bool = True,
     desc: str = "PRM",
+    checkpoint: EpochCheckpoint | None = None,
 ) -> TrainHistory:
-    """Fit ``prm`` on (trajectory, labels) pairs; pairs with no labels (dropped by the source) are skipped."""
+    """Fit ``prm`` on (trajectory, labels) pairs; pairs with no labels (dropped by the source) are skipped.
+
+    With ``checkpoint``, training starts after the epochs it restores and saves one after every
+    epoch; the batch orders of the skipped epochs are still drawn, so a resumed run trains on the
+    batches an unbroken one would have.
+    """
     import time
 
     c = config or PRMTrainConfig()
@@ -95,12 +126,16 @@ def train_prm(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
     )
+    done_epochs = checkpoint.restore(prm, opt, sched, hist) if checkpoint is not None else 0
+    seconds_before = hist.seconds
     prm.train()
     t0 = time.perf_counter()
-    bar = tqdm(total=total, desc=f"train {desc}", disable=not progress, leave=False)
-    step = 0
-    for _ in range(c.epochs):
+    step = done_epochs * steps_per_epoch
+    bar = tqdm(total=total, initial=step, desc=f"train {desc}", disable=not progress, leave=False)
+    for epoch in range(c.epochs):
         order = rng.permutation(len(items))
+        if epoch < done_epochs:  # restored from the checkpoint
+            continue
         for s in range(0, len(order), c.batch_size):
             chunk = [items[i] for i in order[s:s + c.batch_size]]
             batch = prm.encode([t.problem.prompt for t, _ in chunk], [t.steps for t, _ in chunk]).to(prm.device)
@@ -115,6 +150,10 @@ def train_prm(
             if c.loss == "spr" and step >= c.spr_warmup_steps:
                 out = spr_loss(logits, y, mask, pos_factor=c.spr_pos_factor)
                 loss = out.loss
+                one_sided = (out.total_pos > 0 and out.kept_pos == 0) or (out.total_neg > 0 and out.kept_neg == 0)
+                if c.spr_one_sided_fallback and one_sided:
+                    loss = class_balanced_bce(logits, y, mask)
+                    hist.spr_fallback_steps += 1
                 if step % c.log_every == 0:
                     hist.spr_step.append(step)
                     hist.spr_kept_pos.append(out.kept_pos / max(1, out.total_pos))
@@ -133,7 +172,10 @@ def train_prm(
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{hist.loss[-1]:.3f}")
+        if checkpoint is not None:
+            hist.seconds = seconds_before + time.perf_counter() - t0
+            checkpoint.save(epoch + 1, prm, opt, sched, hist)
     bar.close()
     prm.eval()
-    hist.seconds = time.perf_counter() - t0
+    hist.seconds = seconds_before + time.perf_counter() - t0
     return hist

@@ -14,5 +14,9 @@ STUDIES.register_lazy("real", "selfprm.studies.real")
 STUDIES.register_lazy("rl", "selfprm.studies.rl")
 STUDIES.register_lazy("jepa", "selfprm.studies.jepa")
 STUDIES.register_lazy("eval-processbench", "selfprm.studies.processbench")
+STUDIES.register_lazy("generate", "selfprm.studies.generate")
+STUDIES.register_lazy("label", "selfprm.studies.label")
+STUDIES.register_lazy("train", "selfprm.studies.train")
+STUDIES.register_lazy("eval-bon", "selfprm.studies.eval_bon")
 
 __all__ = ["STUDIES"]

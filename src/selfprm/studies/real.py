@@ -65,6 +65,10 @@ class RealStudyConfig:
         max_length_train: tokens per training example (left-truncated: the problem's start goes first).
         max_length_eval: tokens per scored example.
         spr_warmup_fraction: SPR: share of steps of class-balanced BCE before the filter is on (not in the paper).
+        spr_head_lr: learning rate of SPR's score head (its backbone gets 1e-4 of the gradient, so the head
+            is nearly all that learns; the shared head_lr moves it too little in a short run).
+        spr_one_sided_fallback: SPR: a batch whose filter kept one class only trains on class-balanced BCE
+            (not in the paper; see PRMTrainConfig).
         spr_reference: SPR trains MetaStone-S1's score model (MLP head on the penultimate layer, 1e-4 of
             the gradient into the backbone, geometric-mean solution scores); off: the linear head (a deviation).
         perturb_variants: corrupted copies per reference solution (plus the clean one).
@@ -87,6 +91,8 @@ class RealStudyConfig:
     max_length_train: int = 320
     max_length_eval: int = 512
     spr_warmup_fraction: float = 0.3
+    spr_head_lr: float = 1e-2
+    spr_one_sided_fallback: bool = True
     spr_reference: bool = True
     perturb_variants: int = 2
     bo4_problems: int = 200
@@ -216,8 +222,10 @@ def run_source(name: str, data: StudyData, c: RealStudyConfig, run_dir: RunDir, 
     prm = minilm_prm(max_length=c.max_length_train, freeze_layers=c.freeze_layers, seed=c.seed,
                      **(SPR_REFERENCE if reference else {}))
     steps = math.ceil(len(pairs) / c.batch_size) * c.epochs
-    tc = PRMTrainConfig(loss=loss, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, head_lr=c.head_lr, seed=c.seed,
-                        spr_warmup_steps=int(c.spr_warmup_fraction * steps) if loss == "spr" else 0)
+    tc = PRMTrainConfig(loss=loss, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+                        head_lr=c.spr_head_lr if reference else c.head_lr, seed=c.seed,
+                        spr_warmup_steps=int(c.spr_warmup_fraction * steps) if loss == "spr" else 0,
+                        spr_one_sided_fallback=c.spr_one_sided_fallback)
     torch.manual_seed(c.seed)  # dropout
     hist = train_prm(prm, pairs, tc, progress=progress, desc=name)
     prm.config.max_length = c.max_length_eval  # score with the whole 512-token window
@@ -233,6 +241,9 @@ def run_source(name: str, data: StudyData, c: RealStudyConfig, run_dir: RunDir, 
            "label_share_correct": float(np.mean([v >= 0.5 for _, l in pairs
                                                  for v, w in zip(l.values, l.weights or [1.0] * len(l.values)) if w > 0])),
            "scores": scores, "bo4_scores": bo4}
+    if hist.spr_step:  # SPR: the filter's kept share per pseudo-label class over training
+        rec["kept_share"] = {"step": hist.spr_step, "positive": hist.spr_kept_pos, "negative": hist.spr_kept_neg,
+                             "fallback_steps": hist.spr_fallback_steps}
     # NaN scores (steps cut off by truncation) are stored as null and read back as NaN
     stage.finish(rec)
     return stage.result()
@@ -278,16 +289,32 @@ def run(c: RealStudyConfig, out: str | Path, *, progress: bool = True) -> dict:
             "best_of_4": bo.prm,
             "label_share_correct": rec["label_share_correct"],
         }
+        if "kept_share" in rec:
+            result["sources"][name]["kept_share"] = rec["kept_share"]
     if bo4_base is not None:
         result["best_of_4"] = {"majority_vote": bo4_base.majority_vote, "random_pick": bo4_base.random_pick,
                                "oracle_pick": bo4_base.oracle_pick, "problems": bo4_base.problems}
     result["total_seconds"] = time.perf_counter() - t_start
+    result["deviations"] = deviations(c)
     table = format_table(result)
     run_dir.write_json("real_metrics.json", result)
     atomic_write_text(out / "real_metrics.md", table + "\n")
     plot(result, out / "real_f1.png")
     print(table)
     return result
+
+
+def deviations(c: RealStudyConfig) -> list[str]:
+    """Where the ``spr`` row does not run MetaStone-S1's method as its public code does."""
+    if "spr" not in c.sources:
+        return []
+    out = [] if c.spr_reference else ["spr: a linear head on the last layer, not MetaStone-S1's score model"]
+    if c.spr_warmup_fraction:
+        out.append(f"spr: the first {c.spr_warmup_fraction:.0%} of the steps train on class-balanced BCE before the "
+                   "filter is on (not in the paper)")
+    if c.spr_one_sided_fallback:
+        out.append("spr: a batch whose filter kept one class only trains on class-balanced BCE (not in the paper)")
+    return out
 
 
 def format_table(result: dict) -> str:
@@ -313,6 +340,15 @@ def format_table(result: dict) -> str:
     lines.append("ProcessBench F1 (%) on the evaluation part of each split (by problem): "
                  + ", ".join(f"{k} {v}" for k, v in ev.items())
                  + "; threshold tuned on gsm8k and reused.")
+    for name, r in result["sources"].items():
+        k = r.get("kept_share")
+        if k and k["step"]:
+            lines.append(f"{name}'s filter kept, at its last step, {pct(k['positive'][-1])}% of the outcome-right steps "
+                         f"and {pct(k['negative'][-1])}% of the outcome-wrong ones (lowest over training "
+                         f"{pct(min(k['positive']))}% / {pct(min(k['negative']))}%; {k.get('fallback_steps', 0)} of "
+                         f"{len(k['step'])} filtered steps fell back to class-balanced BCE).")
+    if result.get("deviations"):
+        lines += ["", "Deviations from the papers:"] + [f"- {d}" for d in result["deviations"]]
     return "\n".join(lines)
 
 
