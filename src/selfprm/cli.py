@@ -12,6 +12,7 @@
     selfprm label --source NAME [--policy SPEC] --in traj.jsonl --out labeled.jsonl   step labels
     selfprm train --backbone PATH --data labeled.jsonl --out prm/              train a PRM
     selfprm eval bon --prm prm/ --data traj.jsonl [--n N]                       best-of-N accuracy
+    selfprm serve --prm prm/ [--port 5000]                                      the PRM over HTTP
 
 As TRL's parsers do, every field of a study's ``Config`` dataclass is a flag (``--n-train-problems
 100``), nested configs by dotted name (``--sft.steps 400``, ``--prm.head-lr 0.05``); each flag's
@@ -46,6 +47,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("label",): ("label", "step labels for sampled solutions from any registered label source"),
     ("train",): ("train", "train a PRM on step labels, on any transformers backbone at a local path"),
     ("eval", "bon"): ("eval-bon", "best-of-N accuracy of a saved PRM beside majority vote, random and oracle picks"),
+    ("serve",): ("serve", "a saved PRM as a remote reward model (OpenRLHF's /get_reward), or a local policy as a completions server"),
 }
 
 

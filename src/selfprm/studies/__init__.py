@@ -18,5 +18,6 @@ STUDIES.register_lazy("generate", "selfprm.studies.generate")
 STUDIES.register_lazy("label", "selfprm.studies.label")
 STUDIES.register_lazy("train", "selfprm.studies.train")
 STUDIES.register_lazy("eval-bon", "selfprm.studies.eval_bon")
+STUDIES.register_lazy("serve", "selfprm.studies.serve")
 
 __all__ = ["STUDIES"]
