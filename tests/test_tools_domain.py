@@ -43,3 +43,16 @@ def test_toolpo_mask_covers_exactly_the_call_tokens():
     end = start + len("call calc(12+5) -> 17")
     assert mask == [start <= i < end for i in range(len(text))] + [False]
     assert d.call_spans(text) == [(start, end)]
+
+
+def test_the_sandboxed_tool_writes_what_the_worked_solutions_write():
+    """Every call of a worked solution, cut at its marker, is a pending call; the sandboxed
+    calculator's answer is exactly the rest of that line as SFT taught it (one process for all)."""
+    d = ToolsDomain()
+    rng = np.random.default_rng(1)
+    lines = [s for p in d.sample_problems(30, seed=3) for s in d.worked_solution(p, rng)[0] if s.startswith("call")]
+    heads = [s[: s.index("->") + 2] for s in lines]
+    exprs = [d.pending_call(h) for h in heads]
+    assert all(e is not None for e in exprs) and all(d.pending_call(s) is None for s in lines)
+    answers = d.run_calls(exprs)
+    assert [h + a for h, a in zip(heads, answers)] == [s + d.step_separator for s in lines]

@@ -14,10 +14,24 @@ correct when it computes the next operation of the chain from the right running 
 result is what the calculator returns. The step oracle is ``arith``'s rule: a step is sound when
 it computes the next operation correctly from the correct running value, and every step before
 it is sound.
+
+*The calculator really runs.* During RL rollouts (:func:`selfprm.rl.rollout.sample_rollouts`) the
+policy writes a call up to its marker, ``call calc(12+7) ->``; generation stops there, the domain
+evaluates the expression (:meth:`ToolsDomain.run_calls`) and the tool's answer and the end of the
+line, `` 19\n``, are appended as *given* tokens — never trained, never counted as policy tokens —
+and generation goes on from there. The expression is evaluated by :data:`CALC_EVALUATOR` inside
+:func:`selfprm.sandbox.run_sandboxed`: the child parses it with :mod:`ast` and computes only integer
+``+``, ``-``, ``*`` (and unary signs, parentheses); anything else is refused, and a refused or
+failed call gets an empty answer (the line just ends), which the step parser then reads as an
+invalid step. All calls of one generation round go to one sandboxed process
+(:class:`CalculatorTool`, ``batched=True``; a process per call costs ~40 ms each, see the report
+in :mod:`selfprm.rl.toolpo`); if that process fails, each call is rerun alone so one bad
+expression cannot cost the others their answers.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -26,12 +40,52 @@ import numpy as np
 
 from selfprm.domains.base import ANSWER, LineDomain
 from selfprm.types import Problem
+
 CALL_RE = re.compile(r"^call calc\((-?\d+)([+\-*])(\d+)\) -> (-?\d+)$")
 PLAIN_RE = re.compile(r"^(-?\d+)([+\-*])(\d+)=(-?\d+)$")
+# a call the policy has written up to its marker, awaiting the tool's answer
+PENDING_CALL_RE = re.compile(r"^call calc\((.*)\)\s*->$")
+
+# Runs inside the sandbox: reads a JSON list of expressions on stdin, writes a JSON list of
+# {"value": int} or {"error": str}. Only integer literals, + - * and unary +/- are evaluated — by
+# walking the ast, never by eval() — and anything else is refused.
+CALC_EVALUATOR = r'''
+import ast, json, operator, sys
+BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+MAX_CHARS, MAX_DEPTH, MAX_DIGITS = 400, 64, 400
+
+def ev(node, depth):
+    if depth > MAX_DEPTH:
+        raise ValueError("refused: nested too deeply")
+    if isinstance(node, ast.Expression):
+        return ev(node.body, depth + 1)
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in BIN:
+        v = BIN[type(node.op)](ev(node.left, depth + 1), ev(node.right, depth + 1))
+        if len(str(abs(v))) > MAX_DIGITS:
+            raise ValueError("refused: result too large")
+        return v
+    if isinstance(node, ast.UnaryOp) and type(node.op) in UNARY:
+        return UNARY[type(node.op)](ev(node.operand, depth + 1))
+    what = type(getattr(node, "op", None) or node).__name__
+    raise ValueError(f"refused: {what} is not arithmetic")
+
+out = []
+for expr in json.load(sys.stdin):
+    try:
+        if not isinstance(expr, str) or len(expr) > MAX_CHARS:
+            raise ValueError("refused: not a short string")
+        out.append({"value": ev(ast.parse(expr.strip(), mode="eval"), 0)})
+    except (Exception, RecursionError) as e:
+        out.append({"error": f"{type(e).__name__}: {e}"})
+sys.stdout.write(json.dumps(out))
+'''
 
 
 def calc(a: int, op: str, b: int) -> int:
-    """The calculator tool."""
+    """The calculator's arithmetic, in process: the oracle that judges calls (:meth:`ToolsDomain.check_calls`)."""
     if op == "+":
         return a + b
     if op == "-":
@@ -39,6 +93,62 @@ def calc(a: int, op: str, b: int) -> int:
     if op == "*":
         return a * b
     raise ValueError(f"unknown operation {op!r}")
+
+
+@dataclass
+class CalcResult:
+    """One calculator call: its value, or why there is none."""
+
+    value: int | None
+    error: str | None = None
+
+
+def sandboxed_calc(expressions: Sequence[str], *, batched: bool = True, timeout_s: float = 5.0,
+                   memory_mb: int = 256) -> list[CalcResult]:
+    """Evaluate arithmetic ``expressions`` with :data:`CALC_EVALUATOR` in the sandbox: all in one
+    process (``batched``; should it fail, each is rerun alone) or one process per expression."""
+    exprs = [str(e) for e in expressions]
+    if not exprs:
+        return []
+    if batched:
+        got = _run_calc(exprs, timeout_s, memory_mb)
+        if got is not None:
+            return got
+    return [(_run_calc([e], timeout_s, memory_mb) or [CalcResult(None, "the sandbox failed")])[0] for e in exprs]
+
+
+def _run_calc(exprs: list[str], timeout_s: float, memory_mb: int) -> list[CalcResult] | None:
+    from selfprm.sandbox import run_sandboxed
+
+    res = run_sandboxed(CALC_EVALUATOR, timeout_s=timeout_s, memory_mb=memory_mb, stdin=json.dumps(exprs))
+    if not res.ok:
+        return None
+    try:
+        rows = json.loads(res.stdout)
+    except ValueError:
+        return None
+    if not isinstance(rows, list) or len(rows) != len(exprs):
+        return None
+    return [CalcResult(r["value"], None) if isinstance(r.get("value"), int) else CalcResult(None, str(r.get("error")))
+            for r in rows]
+
+
+@dataclass
+class CalculatorTool:
+    """How the ``tools`` domain runs its calculator during rollouts.
+
+    Parameters:
+        batched: every call of one generation round in one sandboxed process (else a process per call).
+        timeout_s: wall-clock limit of one sandboxed process.
+        memory_mb: its address-space limit.
+    """
+
+    batched: bool = True
+    timeout_s: float = 5.0
+    memory_mb: int = 256
+
+    def __call__(self, expressions: Sequence[str]) -> list[CalcResult]:
+        return sandboxed_calc(expressions, batched=self.batched, timeout_s=self.timeout_s, memory_mb=self.memory_mb)
 
 
 @dataclass
@@ -76,8 +186,10 @@ class ToolsDomain(LineDomain):
 
     name = "tools"
 
-    def __init__(self, config: ToolsConfig | None = None):
+    def __init__(self, config: ToolsConfig | None = None, tool: CalculatorTool | None = None):
         self.config = config or ToolsConfig()
+        # how the calculator runs; kept out of ``config`` so cached SFT stages keyed by it stay valid
+        self.tool = tool or CalculatorTool()
         if self.config.min_ops < 1 or self.config.max_ops < self.config.min_ops:
             raise ValueError("need 1 <= min_ops <= max_ops")
 
@@ -134,6 +246,23 @@ class ToolsDomain(LineDomain):
     def step_well_formed(self, step: str) -> bool:
         s = step.strip()
         return self.parse_step(s).kind != "invalid" or (s.startswith(ANSWER) and len(s) > len(ANSWER))
+
+    # ------------------------------------------------------------------ running the tool
+    @staticmethod
+    def pending_call(line: str) -> str | None:
+        """The expression of a call ``line`` has written up to its marker (``call calc(12+7) ->``),
+        awaiting the tool's answer; None when ``line`` is no such call."""
+        m = PENDING_CALL_RE.match(line.strip())
+        return m.group(1) if m else None
+
+    def render_result(self, result: CalcResult) -> str:
+        """The text the tool appends after the marker: `` 19`` and the end of the line (only the
+        end of the line when the call failed)."""
+        return ("" if result.value is None else f" {result.value}") + self.step_separator
+
+    def run_calls(self, expressions: Sequence[str]) -> list[str]:
+        """Run pending calls (one generation round's) in the sandbox; the text to append to each."""
+        return [self.render_result(r) for r in self.tool(expressions)]
 
     def call_spans(self, text: str) -> list[tuple[int, int]]:
         """Character spans ``[start, end)`` of every tool call in ``text`` (``call`` to the result)."""

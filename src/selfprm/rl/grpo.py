@@ -41,7 +41,7 @@ from selfprm.policies.base import Prefix
 from selfprm.rl.advantages import group_normalise  # noqa: F401  (re-exported: the GRPO core's normaliser)
 from selfprm.policies.hf import HFPolicy, HFPolicyConfig
 from selfprm.lm_logprobs import next_token_logprobs, pad_right
-from selfprm.rl.rollout import Rollout, sample_rollouts
+from selfprm.rl.rollout import Rollout, rollout_accuracy, sample_rollouts, uses_tools
 from selfprm.types import Problem
 
 
@@ -101,8 +101,9 @@ def broadcast(rollouts: Sequence[Rollout], per_rollout: Sequence[float]) -> torc
 
 
 def generated_tokens(rollout: Rollout) -> int:
-    """Policy tokens a rollout cost: its sampled ids (stop token included), not the given prefix."""
-    return len(rollout.completion_ids) - rollout.n_given
+    """Policy tokens a rollout cost: its sampled ids (stop token included), not the given prefix
+    nor a tool's answers."""
+    return rollout.n_generated
 
 
 def outcome_rewards(rollouts: Sequence[Rollout]) -> list[float]:
@@ -159,8 +160,11 @@ def evaluate_accuracy(model, tokenizer, domain, problems: Sequence[Problem], tem
     """Share of sampled solutions to held-out ``problems`` that are right.
 
     A fresh policy with a fixed seed each time: every method, at every point, is measured on the
-    same problems with the same random numbers, so curves differ by the model alone.
+    same problems with the same random numbers, so curves differ by the model alone. On a domain
+    with tools the calculator runs while sampling, as in the training rollouts.
     """
+    if uses_tools(domain):
+        return rollout_accuracy(model, tokenizer, domain, problems, temperature, max_new_tokens, samples, seed)
     pol = HFPolicy(model, tokenizer, domain, HFPolicyConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed))
     trajs = [t for g in pol.sample(list(problems), samples) for t in g]
     return sum(bool(t.outcome) for t in trajs) / max(1, len(trajs))
