@@ -468,3 +468,14 @@ def test_labelled_file_loads_with_datasets_and_trains_with_trl(tmp_path):
     trainer = trainer_cls(model=model, args=args, train_dataset=ds, processing_class=tok)
     out = trainer.train()
     assert out.global_step == 1 and out.training_loss > 0
+
+
+def test_a_policy_that_writes_nothing_fails_instead_of_writing_empty_solutions(work, tmp_path):
+    """Prompts longer than the policy's 128 positions leave it no room: an error, not a file of
+    empty solutions that every later command would take as data."""
+    problems = tmp_path / "long.jsonl"
+    problems.write_text(json.dumps({"id": "long", "problem": "Q:1" + " +1" * 60}) + "\n")
+    with pytest.raises(SystemExit, match="generated no tokens"):
+        main(["generate", "--policy", f"hf:{work / 'policy'}", "--problems", str(problems), "--n", "2",
+              "--domain", "arith", "--out", str(tmp_path / "traj.jsonl"), "--no-progress"])
+    assert not (tmp_path / "traj.jsonl").exists()

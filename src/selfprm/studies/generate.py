@@ -291,6 +291,10 @@ def run(config: GenerateConfig, out: str | Path, *, progress: bool = True) -> di
                 "policy_tokens": sum(t.tokens_generated for t in trajs),
                 "token_passes": getattr(policy, "token_passes", 0) - passes0,
                 "seconds": time.perf_counter() - t0}
+        if trajs and info["policy_tokens"] == 0:  # a policy that writes nothing is a broken setup, not data
+            raise SystemExit(f"selfprm generate: the policy generated no tokens for shard {i} ({config.policy}); "
+                             "a prompt that fills the model's context leaves no room: check its context length, "
+                             "stop strings and max_new_tokens")
         write_trajectories(data, trajs)
         atomic_write_text(mark, json.dumps(info))  # the shard counts as finished only once this exists
         infos.append(info)
