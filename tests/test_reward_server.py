@@ -317,3 +317,17 @@ def test_batcher_runs_queued_requests_together_and_isolates_a_failing_one():
         assert batcher.stats() == {"requests": 4, "items": 3, "batches": 5, "failed_batches": 2}
     finally:
         batcher.close()
+
+
+def test_steps_are_split_the_policy_s_way_when_its_delimiter_differs_from_the_prm_s(prm):
+    """A PRM whose separator is ``\\n`` serving responses whose steps are blank-line separated (as a
+    math policy writes them): with ``step_delimiter="\\n\\n"`` each paragraph is one step, scored as
+    the PRM reads steps (joined by its own separator)."""
+    running = Running(prm, step_delimiter="\n\n")
+    try:
+        status, reply = running.post({"query": ["Q:1 +2 *4\n\n1+2=3\n\n3*4=2"], "prompts": ["Q:1 +2 *4\n\n"]})
+        assert status == 200 and reply["extra_logs"]["n_steps"] == [2]
+        assert reply["step_rewards"][0] == pytest.approx(prm.score_steps(["Q:1 +2 *4\n\n"], [["1+2=3", "3*4=2"]])[0],
+                                                         abs=1e-5)
+    finally:
+        running.close()

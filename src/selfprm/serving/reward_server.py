@@ -12,7 +12,8 @@ posts ``{"query": queries, "prompts": prompts, "labels": labels}`` and reads ``"
   index; without ``prompts`` (or ``"prompts": null``) the prompt is empty. ``labels`` and any other
   key are ignored: a PRM needs no reference answer. The response is scored as sent: strip the
   policy's special tokens (EOS, padding) first, as OpenRLHF's older ``serve_rm`` did on its side.
-* The response is split into steps on the PRM's ``config.step_separator``; blank steps (empty or
+* The response is split into steps on ``step_delimiter`` (``build_reward_server``'s argument: how the
+  policy writes its steps, e.g. ``"\n\n"``; default the PRM's ``config.step_separator``); blank steps (empty or
   whitespace only, e.g. from a trailing separator or a blank line) are dropped. Every step is scored
   in one forward pass (:meth:`ProcessRewardModel.score_steps`).
 * The reply adds ``step_rewards`` (one list per query; ``null`` for a step cut off by the PRM's
@@ -523,6 +524,7 @@ def build_reward_server(
     request_timeout_s: float = RewardServerConfig.request_timeout_s,
     socket_timeout_s: float = RewardServerConfig.socket_timeout_s,
     device: str = "cpu",
+    step_delimiter: str | None = None,
 ) -> RewardServer:
     """A reward server for ``prm`` (a model, or the folder ``save_pretrained`` wrote) bound to
     ``host:port`` (``port=0``: any free port; read it from ``server.url``). Not yet serving: call
@@ -537,7 +539,8 @@ def build_reward_server(
     def score(prompts: list[str], steps: list[list[str]]) -> list[list[float]]:
         return model.score_steps(prompts, steps, batch_size=config.batch_size)
 
-    return RewardServer((host, port), score, model.config.step_separator, config)
+    # the PRM reads its steps joined by its own separator; responses arrive written the policy's way
+    return RewardServer((host, port), score, step_delimiter or model.config.step_separator, config)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -33,6 +33,8 @@ class ServeConfig:
         batch_size: reward server: queries gathered into one forward pass.
         max_wait_ms: reward server: how long a batch waits to fill once it has a query.
         aggregation: reward server: step scores -> solution reward (``min``, ``product``, ``last``, ``geomean``).
+        step_delimiter: reward server: what separates steps in a response (``\n\n`` typed as such; default
+            the PRM's own step separator).
         max_new_tokens_cap: policy server: the most tokens one completion may ask for.
         device: where the model runs (``cpu``, ``cuda``).
     """
@@ -44,6 +46,7 @@ class ServeConfig:
     batch_size: int = 32
     max_wait_ms: float = 5.0
     aggregation: str = "min"
+    step_delimiter: str | None = None
     max_new_tokens_cap: int = 512
     device: str = "cpu"
 
@@ -69,10 +72,12 @@ def build_server(config: ServeConfig):
     config.check()
     if config.prm is not None:
         from selfprm.serving.reward_server import build_reward_server
+        from selfprm.studies.train import unescape
 
         return build_reward_server(config.prm, config.host, config.port, batch_size=config.batch_size,
                                    max_wait_ms=config.max_wait_ms, aggregation=config.aggregation,
-                                   device=config.device)
+                                   device=config.device,
+                                   step_delimiter=None if config.step_delimiter is None else unescape(config.step_delimiter))
     from selfprm.policies.spec import load_hf_model
     from selfprm.serving.policy_server import build_policy_server
 
