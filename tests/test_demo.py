@@ -28,6 +28,7 @@ def _tiny_config() -> DemoConfig:
         n_test_problems=6,
         mc_rollouts=2,
         prm=PRMTrainConfig(epochs=1, batch_size=8),
+        spr_warmup_steps=1,  # 3 optimizer steps in all: one warm, two with the filter (and its log)
         source_kwargs={"omega": {"n_rollouts": 2}, "mcts": {"n_simulations": 2}, "tree": {"m_trees": 2, "l_rounds": 1},
                        "implicit": {"train_steps": 5},
                        "consensus": {"primary_kwargs": {"n_rollouts": 2, "soft": False}, "judge_kwargs": {"epochs": 1}}},

@@ -33,7 +33,7 @@ class ServeConfig:
         batch_size: reward server: queries gathered into one forward pass.
         max_wait_ms: reward server: how long a batch waits to fill once it has a query.
         aggregation: reward server: step scores -> solution reward (``min``, ``product``, ``last``, ``geomean``).
-        step_delimiter: reward server: what separates steps in a response (``\n\n`` typed as such; default
+        step_delimiter: reward server: what separates steps in a response (``\\n\\n`` typed as such; default
             the PRM's own step separator).
         max_new_tokens_cap: policy server: the most tokens one completion may ask for.
         device: where the model runs (``cpu``, ``cuda``).
