@@ -168,34 +168,6 @@ def test_spr_reference_model_is_metastones_head_layer_and_gradient_scale(char_to
     assert g_scaled / full.backbone.embed_tokens.weight.grad.abs().sum() == pytest.approx(1e-4, rel=1e-3)
 
 
-def test_spr_learns_both_classes_on_a_separable_case(char_tokenizer):
-    """The failure that slipped by: SPR's filter collapsing to one class (AUROC 0.5). Here wrong
-    solutions write a digit no right one does, so the pseudo-labels are separable and SPR must
-    rank the steps of right solutions above those of wrong ones."""
-    from selfprm.eval.metrics import step_auroc
-    from selfprm.policies.tiny import TinyLMConfig, build_tiny_lm
-    from selfprm.prm.model import SPR_REFERENCE
-    from selfprm.types import Problem, Trajectory
-
-    lm = build_tiny_lm(char_tokenizer, TinyLMConfig(n_layer=2, n_head=2, n_embd=32, n_positions=64), seed=0)
-    trajs = []
-    for i in range(40):
-        ok = i % 2 == 0
-        a = i % 7
-        steps = [f"{a}+1={a + 1}", f"{a + 1}*1={a + 1}" if ok else "9*9=9"]
-        trajs.append(Trajectory(Problem(f"p{i}", f"Q:{a} +1 *1"), steps, "x", ok, [True, ok]))
-    labels = [StepLabels([float(t.outcome)] * 2, "spr") for t in trajs]
-    torch.manual_seed(0)  # the head's initialisation and dropout
-    prm = ProcessRewardModel(lm, char_tokenizer, PRMConfig(step_separator="\n", **SPR_REFERENCE))
-    train_prm(prm, list(zip(trajs, labels)), PRMTrainConfig(loss="spr", epochs=15, batch_size=8, head_lr=1e-2),
-              progress=False)
-    scores = prm.score_trajectories(trajs)
-    auc = step_auroc([s[1:] for s in scores], [[t.outcome] for t in trajs])  # the step that tells them apart
-    assert auc > 0.9, auc
-    # a collapsed head (one constant score) would rank nothing: AUROC 0.5
-    assert len({round(s[1], 6) for s in scores}) > 1
-
-
 def _separable_spr_case(char_tokenizer):
     """Wrong solutions write a second step no right one does: separable outcome pseudo-labels."""
     from selfprm.policies.tiny import TinyLMConfig, build_tiny_lm
@@ -209,6 +181,25 @@ def _separable_spr_case(char_tokenizer):
         steps = [f"{a}+1={a + 1}", f"{a + 1}*1={a + 1}" if ok else "9*9=9"]
         trajs.append(Trajectory(Problem(f"p{i}", f"Q:{a} +1 *1"), steps, "x", ok, [True, ok]))
     return lm, trajs, [StepLabels([float(t.outcome)] * 2, "spr") for t in trajs]
+
+
+def test_spr_learns_both_classes_on_a_separable_case(char_tokenizer):
+    """The failure that slipped by: SPR's filter collapsing to one class (AUROC 0.5). Here wrong
+    solutions write a digit no right one does, so the pseudo-labels are separable and SPR must
+    rank the steps of right solutions above those of wrong ones."""
+    from selfprm.eval.metrics import step_auroc
+    from selfprm.prm.model import SPR_REFERENCE
+
+    lm, trajs, labels = _separable_spr_case(char_tokenizer)
+    torch.manual_seed(0)  # the head's initialisation and dropout
+    prm = ProcessRewardModel(lm, char_tokenizer, PRMConfig(step_separator="\n", **SPR_REFERENCE))
+    train_prm(prm, list(zip(trajs, labels)), PRMTrainConfig(loss="spr", epochs=15, batch_size=8, head_lr=1e-2),
+              progress=False)
+    scores = prm.score_trajectories(trajs)
+    auc = step_auroc([s[1:] for s in scores], [[t.outcome] for t in trajs])  # the step that tells them apart
+    assert auc > 0.9, auc
+    # a collapsed head (one constant score) would rank nothing: AUROC 0.5
+    assert len({round(s[1], 6) for s in scores}) > 1
 
 
 @pytest.mark.parametrize("warmup,fallback", [(0, False), (30, False), (0, True)])

@@ -35,6 +35,30 @@ class Policy(Protocol):
         ...
 
 
+class TextCompletionPolicy:
+    """A policy whose backend completes prompt texts: subclasses give ``complete(prompts, n)`` ->
+    ``n`` pairs ``(text, tokens generated)`` per prompt, seeded from ``config.seed`` and a call
+    counter ``_calls``; rendering the prefixes and parsing the completions is the domain's."""
+
+    domain: Domain
+
+    def complete(self, prompts: Sequence[str], n: int) -> list[list[tuple[str, int]]]:
+        raise NotImplementedError
+
+    def reseed(self, seed: int) -> None:
+        """Restart the request seeds from ``seed``: what follows is repeatable on its own."""
+        self.config.seed = seed  # type: ignore[attr-defined]
+        self._calls = 0
+
+    def sample(self, problems: Sequence[Problem], n: int) -> list[list[Trajectory]]:
+        return self.continue_from([Prefix(p, []) for p in problems], n)
+
+    def continue_from(self, prefixes: Sequence[Prefix], n: int) -> list[list[Trajectory]]:
+        groups = self.complete([self.domain.render(p.problem, p.steps) for p in prefixes], n)
+        return [[self.domain.from_text(p.problem, p.steps, text, k) for text, k in group]
+                for p, group in zip(prefixes, groups)]
+
+
 def reseed(policy: Policy, seed: int) -> None:
     """Reseed a policy that supports it (``reseed(seed)``), so a slice of work is repeatable on its
     own: a resumed job then redoes an unfinished shard exactly as an uninterrupted one would."""

@@ -34,8 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from selfprm.domains.base import Domain
-from selfprm.policies.base import Prefix
-from selfprm.types import Problem, Trajectory
+from selfprm.policies.base import TextCompletionPolicy
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -92,7 +91,7 @@ def completions_url(base_url: str) -> str:
     return (base if base.endswith("/v1") else base + "/v1") + "/completions"
 
 
-class OpenAIPolicy:
+class OpenAIPolicy(TextCompletionPolicy):
     """The :class:`~selfprm.policies.base.Policy` protocol over the completions API."""
 
     def __init__(self, base_url: str, model: str, domain: Domain, config: OpenAIPolicyConfig | None = None):
@@ -111,22 +110,6 @@ class OpenAIPolicy:
         self.completion_tokens = 0
         self.requests = 0  # HTTP attempts, retries included
         self._lock = threading.Lock()  # ``requests`` is counted on the pool's threads
-
-    def reseed(self, seed: int) -> None:
-        """Restart the request seeds from ``seed``: what follows is repeatable on its own."""
-        self.config.seed = seed
-        self._calls = 0
-
-    def sample(self, problems: Sequence[Problem], n: int) -> list[list[Trajectory]]:
-        return self.continue_from([Prefix(p, []) for p in problems], n)
-
-    def continue_from(self, prefixes: Sequence[Prefix], n: int) -> list[list[Trajectory]]:
-        texts = [self.domain.render(p.problem, p.steps) for p in prefixes]
-        generated = self.complete(texts, n)
-        out: list[list[Trajectory]] = []
-        for p, group in zip(prefixes, generated):
-            out.append([self.domain.from_text(p.problem, p.steps, text, k) for text, k in group])
-        return out
 
     # ------------------------------------------------------------------ requests
     def complete(self, prompts: Sequence[str], n: int) -> list[list[tuple[str, int]]]:

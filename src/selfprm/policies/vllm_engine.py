@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from selfprm.domains.base import Domain
-from selfprm.policies.base import Prefix
-from selfprm.types import Problem, Trajectory
+from selfprm.policies.base import TextCompletionPolicy
 
 EXTRA = "pip install 'selfprm[vllm]'"
 
@@ -52,7 +51,7 @@ class VLLMPolicyConfig:
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-class VLLMPolicy:
+class VLLMPolicy(TextCompletionPolicy):
     """The :class:`~selfprm.policies.base.Policy` protocol on ``vllm.LLM``."""
 
     def __init__(self, model_path: str, domain: Domain, config: VLLMPolicyConfig | None = None):
@@ -71,20 +70,6 @@ class VLLMPolicy:
         self.llm = LLM(model=str(model_path), enable_prefix_caching=True, **kwargs)
         self._calls = 0
         self.token_passes = 0
-
-    def reseed(self, seed: int) -> None:
-        """Restart the prompts' seeds from ``seed``: what follows is repeatable on its own."""
-        self.config.seed = seed
-        self._calls = 0
-
-    def sample(self, problems: Sequence[Problem], n: int) -> list[list[Trajectory]]:
-        return self.continue_from([Prefix(p, []) for p in problems], n)
-
-    def continue_from(self, prefixes: Sequence[Prefix], n: int) -> list[list[Trajectory]]:
-        texts = [self.domain.render(p.problem, p.steps) for p in prefixes]
-        groups = self.complete(texts, n)
-        return [[self.domain.from_text(p.problem, p.steps, text, k) for text, k in group]
-                for p, group in zip(prefixes, groups)]
 
     def complete(self, prompts: Sequence[str], n: int) -> list[list[tuple[str, int]]]:
         """``n`` completions ``(text, tokens)`` of each prompt; a prompt asked twice is sent once with

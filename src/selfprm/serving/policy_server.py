@@ -1,7 +1,7 @@
 """A minimal OpenAI-compatible completions server for a local Hugging Face causal LM.
 
 For tests, and for users without vLLM, so the ``openai:`` policy backend runs against a real HTTP
-server: ``python -m selfprm.serving.policy_server MODEL_DIR --port 8000``, then
+server: ``selfprm serve --policy hf:MODEL_DIR --port 8000``, then
 ``--policy openai:http://127.0.0.1:8000#MODEL_DIR-name``.
 
 It serves the subset of the OpenAI API the policy uses, in the API's shapes:
@@ -269,29 +269,3 @@ def _make_handler(completer: HFCompleter, model_name: str, cap: int, verbose: bo
             })
 
     return Handler
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m selfprm.serving.policy_server MODEL_DIR [--host H] [--port P]``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("model", help="a local transformers causal LM folder")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--max-new-tokens-cap", type=int, default=512)
-    ap.add_argument("--model-name", default=None, help="the name /v1/models reports (default: the folder's name)")
-    args = ap.parse_args(argv)
-    server = build_policy_server(args.model, args.host, args.port, args.max_new_tokens_cap,
-                                 model_name=args.model_name, verbose=True)
-    print(f"serving {server.model_name} at {server.url}/v1/completions", flush=True)  # type: ignore[attr-defined]
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-
-
-if __name__ == "__main__":
-    main()

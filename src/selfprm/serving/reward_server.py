@@ -1,6 +1,6 @@
 """A saved PRM served over HTTP as a remote reward model, in OpenRLHF's request/response shape.
 
-    python -m selfprm.serving.reward_server PRM_DIR [--port 5000] [--host 127.0.0.1] [--batch-size 32]
+    selfprm serve --prm PRM_DIR [--port 5000] [--host 127.0.0.1] [--batch-size 32]
 
 The wire format is OpenRLHF's remote reward model: ``openrlhf/cli/serve_rm.py`` serves
 ``POST /get_reward`` with ``{"query": [...], "prompts": [...]}`` and answers ``{"rewards": [...],
@@ -42,7 +42,6 @@ alone so only the one that fails gets the 500. ``GET /health`` is 200 with the b
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -50,7 +49,7 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -541,32 +540,3 @@ def build_reward_server(
 
     # the PRM reads its steps joined by its own separator; responses arrive written the policy's way
     return RewardServer((host, port), score, step_delimiter or model.config.step_separator, config)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Serve a saved PRM until interrupted (flags: the fields of :class:`RewardServerConfig`)."""
-    from selfprm.cli import add_config_arguments, apply_overrides
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("prm", help="folder written by ProcessRewardModel.save_pretrained")
-    ap.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
-    ap.add_argument("--port", type=int, default=5000, help="OpenRLHF's examples use 5000")
-    ap.add_argument("--device", default="cpu")
-    add_config_arguments(ap, RewardServerConfig)
-    args = vars(ap.parse_args(argv))
-    base = {k: args.pop(k) for k in ("prm", "host", "port", "device")}
-    cfg = apply_overrides(RewardServerConfig(), args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    server = build_reward_server(base["prm"], base["host"], base["port"], device=base["device"], **asdict(cfg))
-    log.info("serving %s at %s%s (batch_size=%d, max_wait_ms=%g, aggregation=%s)", base["prm"], server.url,
-             REWARD_PATH, cfg.batch_size, cfg.max_wait_ms, cfg.aggregation)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-
-
-if __name__ == "__main__":
-    main()
