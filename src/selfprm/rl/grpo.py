@@ -220,7 +220,14 @@ class TrainResult:
 
 
 class GRPOTrainer:
-    """One loop for every method: sample, build advantages, a few clipped-surrogate steps, repeat."""
+    """One loop for every method: sample, build advantages, a few clipped-surrogate steps, repeat.
+
+    A method may add a loss of its own to every PPO step (``auxiliary_loss(trainer, rollouts)``,
+    e.g. MetaStone-S1's score head trained beside the policy) and act after each optimizer step
+    (``after_step(trainer)``).
+    """
+
+    supports_auxiliary_loss = True
 
     def __init__(self, model, tokenizer, domain, config: GRPOConfig, method: Method, ref_model=None):
         self.model = model
@@ -305,10 +312,16 @@ class GRPOTrainer:
                 for _ in range(c.ppo_epochs):
                     logp, _ = token_logprobs(model, kept, c.temperature, pad)
                     loss, stats = grpo_loss(logp, old, ref, adv, mask, c.clip_eps, c.beta)
+                    aux = getattr(self.method, "auxiliary_loss", None)
+                    if aux is not None:
+                        loss = loss + aux(self, kept)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                     opt.step()
+                    after = getattr(self.method, "after_step", None)
+                    if after is not None:
+                        after(self)
                 model.eval()
                 kls.append(stats["kl"])
             if self.token_budget:
