@@ -1,8 +1,15 @@
-"""Temporal block masks, EMA target and the masked-only latent loss."""
+"""Token masks (tube / frame), the position-conditioned predictor, EMA target, latent loss, collapse checks."""
 
+import pytest
 import torch
 
-from selfprm.jepa.masking import TemporalMaskConfig, contiguous_runs, sample_temporal_masks
+from selfprm.jepa.masking import (
+    MaskConfig,
+    TemporalMaskConfig,
+    contiguous_runs,
+    sample_temporal_masks,
+    sample_token_masks,
+)
 from selfprm.jepa.model import (
     EncoderConfig,
     Predictor,
@@ -10,11 +17,18 @@ from selfprm.jepa.model import (
     ema_update,
     latent_l1_loss,
     make_target_encoder,
+    patchify,
     seeded_init,
 )
-from selfprm.jepa.pretrain import jepa_loss
+from selfprm.jepa.pretrain import collapse_metrics, effective_rank, embedding_std, jepa_loss
 
-CFG = EncoderConfig(num_frames=8, dim=16, depth=1, heads=2, predictor_dim=16, predictor_depth=1)
+# 8 frames of 32x32 in 16x16 patches: a 8 x 2 x 2 token grid (32 tokens).
+CFG = EncoderConfig(num_frames=8, patch_size=16, dim=16, depth=1, heads=2, predictor_dim=16, predictor_depth=1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    yield
 
 
 def _models():
@@ -24,38 +38,93 @@ def _models():
     return enc, make_target_encoder(enc), pred
 
 
-def test_mask_covers_whole_frames_in_contiguous_blocks():
+def test_tube_mask_hides_one_spatial_block_in_consecutive_frames():
+    grid = (6, 4, 4)
+    cfg = MaskConfig(masking="tube", num_blocks=1, spatial_scale=(0.25, 0.25), temporal_scale=(0.5, 0.5),
+                     aspect_ratio=(1.0, 1.0))
+    mask = sample_token_masks(5, grid, cfg, torch.Generator().manual_seed(0))
+    assert mask.masked.shape == (5, 6, 4, 4)
+    for clip in mask.masked:
+        frames = clip.flatten(1).any(1)
+        (start, k), = contiguous_runs(frames)  # one run of k = 6 * 0.5 consecutive frames
+        assert k == 3
+        block = clip[start]
+        assert block.sum() == 4  # 0.25 of the 4x4 grid, square: a 2x2 block
+        rows, cols = block.nonzero().unbind(1)
+        assert rows.max() - rows.min() == 1 and cols.max() - cols.min() == 1
+        for t in range(start, start + k):
+            assert torch.equal(clip[t], block)  # the same spatial block in every frame of the tube
+    # Flat indices: token (t, i, j) is (t*4 + i)*4 + j; masked and visible partition the grid.
+    b0 = mask.masked[0].flatten()
+    assert b0[mask.masked_idx[0]].all() and not b0[mask.visible_idx[0]].any()
+    assert len(set(mask.masked_idx[0].tolist()) | set(mask.visible_idx[0].tolist())) == 6 * 16
+
+
+def test_frame_masking_hides_every_patch_of_whole_frames():
+    mask = sample_token_masks(8, (8, 2, 2), MaskConfig(masking="frame", mask_ratio=0.5),
+                              torch.Generator().manual_seed(1))
+    per_frame = mask.masked.flatten(2)
+    assert (per_frame.all(-1) | ~per_frame.any(-1)).all()  # a frame is masked whole or not at all
+    assert (per_frame.all(-1).sum(1) == 4).all()
+    assert mask.masked_idx.shape == (8, 16) and mask.visible_idx.shape == (8, 16)
+
+
+def test_temporal_frame_blocks_are_contiguous():
     cfg = TemporalMaskConfig(num_frames=16, mask_ratio=0.5, num_blocks=2)
     mask = sample_temporal_masks(64, cfg, torch.Generator().manual_seed(0))
-    assert mask.masked.shape == (64, 16)  # one flag per frame: a frame is masked whole or not at all
     assert (mask.masked.sum(1) == 8).all()
-    for row, vis, msk in zip(mask.masked, mask.visible_idx, mask.masked_idx, strict=True):
+    for row in mask.masked:
         runs = contiguous_runs(row)
         assert 1 <= len(runs) <= 2 and sum(length for _, length in runs) == 8
-        assert not row[vis].any() and row[msk].all()
-        assert sorted(vis.tolist() + msk.tolist()) == list(range(16))
-    # Masks vary across clips (not one fixed pattern).
     assert len({tuple(r.tolist()) for r in mask.masked}) > 10
 
 
-def test_context_encoder_never_reads_masked_frames():
+def test_context_encoder_never_reads_masked_patches():
     enc, _, _ = _models()
     frames = torch.rand(3, 8, 32, 32)
-    mask = sample_temporal_masks(3, TemporalMaskConfig(num_frames=8), torch.Generator().manual_seed(1))
+    mask = sample_token_masks(3, CFG.grid, MaskConfig(num_blocks=1), torch.Generator().manual_seed(1))
     out = enc(frames, mask.visible_idx)
-    corrupted = frames.clone()
-    corrupted[mask.masked] = torch.rand_like(corrupted[mask.masked])  # replace every pixel of masked frames
+    assert out.shape == (3, mask.visible_idx.shape[1], CFG.dim)
+    # Rewrite every pixel of every token not in the context: the context embeddings do not move.
+    patches = patchify(frames, 16).clone()
+    keep = torch.zeros(3, CFG.num_tokens, dtype=torch.bool)
+    keep.scatter_(1, mask.visible_idx, True)
+    patches[~keep] = torch.rand_like(patches[~keep])
+    corrupted = patches.view(3, 8, 2, 2, 16, 16).permute(0, 1, 2, 4, 3, 5).reshape(3, 8, 32, 32)
+    assert torch.equal(patchify(corrupted, 16)[keep], patches[keep])
     assert torch.equal(out, enc(corrupted, mask.visible_idx))
-    corrupted_visible = frames.clone()
-    corrupted_visible[~mask.masked] = 0.0
-    assert not torch.allclose(out, enc(corrupted_visible, mask.visible_idx))
+    frames_vis = frames.clone()
+    frames_vis[:, :, :16, :16] = 0.0  # hits the top-left token of every frame, some of them visible
+    assert not torch.allclose(out, enc(frames_vis, mask.visible_idx))
+
+
+def test_predictor_output_at_a_target_depends_on_that_targets_position_embedding():
+    _, _, pred = _models()
+    with torch.no_grad():
+        pred.out.weight.normal_()  # the zero-ish init would hide small differences
+    context = torch.randn(1, 4, CFG.dim)
+    visible_idx = torch.tensor([[0, 1, 2, 3]])
+    masked_idx = torch.tensor([[8, 20]])
+    base = pred(context, visible_idx, masked_idx)
+    # Change only the position embedding of token 20 (not by a constant: LayerNorm removes those):
+    # the prediction there changes.
+    delta = torch.randn(CFG.predictor_dim, generator=torch.Generator().manual_seed(0))
+    pred.pos[20] += delta
+    moved = pred(context, visible_idx, masked_idx)
+    assert not torch.allclose(moved[0, 1], base[0, 1], atol=1e-3)
+    pred.pos[20] -= delta
+    torch.testing.assert_close(pred(context, visible_idx, masked_idx), base)
+    # All mask tokens share one learned vector: only their positions tell them apart.
+    same = pred(context, visible_idx, torch.tensor([[20, 20]]))
+    torch.testing.assert_close(same[0, 0], same[0, 1])
+    assert not torch.allclose(base[0, 0], base[0, 1], atol=1e-4)
 
 
 def test_target_encoder_is_ema_and_gets_no_gradient():
     enc, target, pred = _models()
     before = [p.detach().clone() for p in target.parameters()]
     frames = torch.rand(2, 8, 32, 32)
-    mask = sample_temporal_masks(2, TemporalMaskConfig(num_frames=8), torch.Generator().manual_seed(2))
+    mask = sample_token_masks(2, CFG.grid, MaskConfig(), torch.Generator().manual_seed(2))
     loss, _ = jepa_loss(enc, target, pred, frames, mask.visible_idx, mask.masked_idx)
     loss.backward()
     assert all(not p.requires_grad and p.grad is None for p in target.parameters())
@@ -68,18 +137,23 @@ def test_target_encoder_is_ema_and_gets_no_gradient():
         torch.testing.assert_close(t, 0.9 * b + 0.1 * o)  # θ̄ ← m θ̄ + (1 − m) θ
 
 
-def test_loss_uses_embeddings_of_masked_frames_only():
-    mask = sample_temporal_masks(4, TemporalMaskConfig(num_frames=8), torch.Generator().manual_seed(3))
+def test_loss_uses_embeddings_of_masked_tokens_only():
+    mask = sample_token_masks(4, CFG.grid, MaskConfig(), torch.Generator().manual_seed(3))
     predicted = torch.randn(4, mask.masked_idx.shape[1], 16)
-    target = torch.randn(4, 8, 16, requires_grad=True)
+    target = torch.randn(4, CFG.num_tokens, 16, requires_grad=True)
     loss = latent_l1_loss(predicted, target, mask.masked_idx)
     loss.backward()
-    # Gradient reaches exactly the masked frames' target embeddings.
     touched = target.grad.abs().sum(-1) > 0
-    assert torch.equal(touched, mask.masked)
-    moved_visible = target.detach().clone()
-    moved_visible[~mask.masked] += 5.0
-    assert torch.equal(latent_l1_loss(predicted, moved_visible, mask.masked_idx), loss.detach())
-    moved_masked = target.detach().clone()
-    moved_masked[mask.masked] += 5.0
-    assert latent_l1_loss(predicted, moved_masked, mask.masked_idx) > loss.detach() + 1.0
+    expected = torch.zeros_like(touched)
+    expected.scatter_(1, mask.masked_idx, True)
+    assert torch.equal(touched, expected)
+
+
+def test_collapse_metrics_on_constant_and_spread_batches():
+    constant = torch.full((6, 5, 8), 0.7)  # every clip, every token the same vector
+    metrics = collapse_metrics(constant)
+    assert metrics["embedding_std"] == 0.0
+    assert metrics["effective_rank"] == pytest.approx(1.0)
+    # Orthogonal equal-norm rows: all singular values equal, effective rank = their number.
+    assert effective_rank(torch.eye(4) * 3.0) == pytest.approx(4.0)
+    assert embedding_std(torch.eye(4)) == pytest.approx(0.5)

@@ -41,3 +41,48 @@ def test_intent_text_and_slots_are_rendered():
 def test_zero_shot_templates_are_disjoint_from_seen():
     seen = {t.name for t in SEEN_TEMPLATES}
     assert seen.isdisjoint(t.name for t in ZERO_SHOT_TEMPLATES)
+
+
+def test_temporal_task_slot_is_not_in_any_single_frame():
+    """Two 'take N photos' recordings, 2 and 3 shots, same seed: the same distinct frames in the
+    same order of first appearance (and the same first frame), different counts."""
+    cfg = UIStreamConfig(num_frames=40, pixel_noise=0.0)  # >= the script's length: every frame kept
+    two = record(Intent("photos", (("count", "2"),)), 11, cfg)
+    three = record(Intent("photos", (("count", "3"),)), 11, cfg)
+
+    def first_appearances(frames):
+        seen = []
+        for f in frames:
+            if f.tobytes() not in seen:
+                seen.append(f.tobytes())
+        return seen
+
+    assert first_appearances(two.frames) == first_appearances(three.frames)
+    assert np.array_equal(two.frames[0], three.frames[0])
+    assert two.intent.slot("count") != three.intent.slot("count")
+
+    # "skip N songs": the count is the last shown song minus the first, never one frame's content.
+    a = record(Intent("skip", (("count", "2"),)), 3, cfg)
+    b = record(Intent("skip", (("count", "3"),)), 3, cfg)
+    assert not np.array_equal(a.frames[-1], b.frames[-1])
+    assert np.array_equal(a.frames[0], b.frames[0])
+
+
+def test_temporal_shots_survive_resampling_to_16_frames():
+    cfg = UIStreamConfig(pixel_noise=0.0)
+    for count in "1234":
+        for seed in range(5):
+            frames = record(Intent("photos", (("count", count),)), seed, cfg).frames.astype(float)
+            flash = frames[:, 16:24, 2:30].mean(axis=(1, 2)) > 200  # the viewfinder goes white
+            assert len([r for r in _runs(flash)]) == int(count)
+
+
+def _runs(flags):
+    out, start = [], None
+    for i, v in enumerate(list(flags) + [False]):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            out.append((start, i - start))
+            start = None
+    return out

@@ -1,17 +1,22 @@
 """Reading the user's intent from (frozen) clip embeddings.
 
 UI-JEPA (arXiv 2409.04081) freezes the JEPA video encoder and lets a decoder
-read the intent from its embeddings with little paired data.  At toy scale
-that is two heads on the same pooled embedding:
+read the intent from its embeddings with little paired data; V-JEPA evaluates
+frozen encoders with an *attentive probe* (facebookresearch/jepa
+``src/models/attentive_pooler.py``: a learned query cross-attends over all
+output tokens in a cross-attention block with its MLP, then a linear classifier;
+here one cross-attention without the block's MLP).  At toy scale, two heads on the
+frozen token embeddings [N, L, d]:
 
-* :class:`IntentHeads`: a small MLP probe with one softmax for the intent
-  template and one per slot type (hour, contact, level, ...);
+* :class:`IntentHeads`: an attentive probe (:class:`AttentivePool`) followed by
+  a small MLP with one softmax for the intent template and one per slot type
+  (hour, contact, level, count, ...): the slot is read by a small head;
 * :class:`IntentTextDecoder`: a GRU that generates the intent text word by
-  word, conditioned on the embedding (the paper's autoregressive head).
+  word, its initial state an attentive pooling of the tokens (the paper's
+  autoregressive head, here a tiny one).
 
-Both see only ``pool_embeddings(encoder(frames))``; the encoder is not
-updated, so any difference between encoders is in what their embeddings make
-linearly/MLP-readable.
+The encoder is not updated, so any difference between encoders is in what
+their token embeddings make readable to a learned query.
 """
 
 from __future__ import annotations
@@ -23,19 +28,37 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfprm.jepa.model import seeded_init
-from selfprm.jepa.ui_streams import SEEN_TEMPLATES, SLOT_TYPES, SLOT_VALUES, Intent
+from selfprm.jepa.ui_streams import SEEN_TEMPLATES, SLOT_TYPES, SLOT_VALUES, TEMPORAL_TEMPLATES, Intent
 
-TEMPLATE_NAMES: tuple[str, ...] = tuple(t.name for t in SEEN_TEMPLATES)
+LABELLED_TEMPLATES = SEEN_TEMPLATES + TEMPORAL_TEMPLATES
+TEMPLATE_NAMES: tuple[str, ...] = tuple(t.name for t in LABELLED_TEMPLATES)
 
 
-def pool_embeddings(embeddings: torch.Tensor) -> torch.Tensor:
-    """[N, T, d] -> [N, 2d]: clip mean (what happened) and last frame (where it ended)."""
-    return torch.cat([embeddings.mean(dim=1), embeddings[:, -1]], dim=-1)
+class AttentivePool(nn.Module):
+    """One learned query cross-attending over the tokens [N, L, d] -> [N, d] (V-JEPA attentive probe)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        kv = self.norm(tokens)
+        out, _ = self.attn(self.query.expand(len(tokens), -1, -1), kv, kv, need_weights=False)
+        return out.squeeze(1)
 
 
 @dataclass
 class ProbeConfig:
+    """Parameters:
+        hidden: width of the MLP after the attentive pooling.
+        heads: attention heads of the pooling query (must divide the encoder width).
+        steps, lr, weight_decay, dropout, batch_size: AdamW training of the probe.
+    """
+
     hidden: int = 128
+    heads: int = 4
     steps: int = 300
     lr: float = 3e-3
     weight_decay: float = 1e-2
@@ -56,16 +79,21 @@ def intent_targets(intents: list[Intent]) -> IntentTargets:
 
 
 class IntentHeads(nn.Module):
+    """Attentive probe over tokens [N, L, in_dim] -> (template logits, per-slot-type logits)."""
+
     def __init__(self, in_dim: int, cfg: ProbeConfig) -> None:
         super().__init__()
+        self.pool = AttentivePool(in_dim, cfg.heads)
         self.trunk = nn.Sequential(
             nn.LayerNorm(in_dim), nn.Linear(in_dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout)
         )
         self.template = nn.Linear(cfg.hidden, len(TEMPLATE_NAMES))
         self.slots = nn.ModuleList(nn.Linear(cfg.hidden, len(SLOT_VALUES[s])) for s in SLOT_TYPES)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        h = self.trunk(features)
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if tokens.dim() == 2:  # one feature vector per clip: a single token
+            tokens = tokens.unsqueeze(1)
+        h = self.trunk(self.pool(tokens))
         return self.template(h), [head(h) for head in self.slots]
 
 
@@ -84,7 +112,7 @@ def heads_loss(outputs: tuple[torch.Tensor, list[torch.Tensor]], targets: Intent
 def train_probe(
     features: torch.Tensor, intents: list[Intent], cfg: ProbeConfig, generator: torch.Generator, seed: int
 ) -> IntentHeads:
-    """Fit the probe heads on frozen features [N, F]."""
+    """Fit the attentive probe on frozen token features [N, L, d] (or [N, d])."""
     with seeded_init(seed):
         heads = IntentHeads(features.shape[-1], cfg)
     targets = intent_targets(intents)
@@ -130,13 +158,13 @@ def tokenize(text: str) -> list[str]:
 
 
 def intent_vocabulary() -> list[str]:
-    """Words of the *seen* templates and every slot value: what the labels could ever teach.
+    """Words of the labelled templates and every slot value: what the labels could ever teach.
 
     Held-out templates' own words ("video", "volume") are deliberately absent:
     a decoder never shown them cannot produce them, as in the paper's IIW.
     """
     words: set[str] = set()
-    for t in SEEN_TEMPLATES:
+    for t in LABELLED_TEMPLATES:
         words.update(w for w in tokenize(t.text) if not w.startswith("{"))
     for values in SLOT_VALUES.values():
         words.update(values)
@@ -146,7 +174,15 @@ def intent_vocabulary() -> list[str]:
 
 @dataclass
 class TextDecoderConfig:
+    """Parameters:
+        hidden, embed: GRU state and word-embedding widths.
+        heads: attention heads of the pooling query over the tokens.
+        steps, lr, batch_size: AdamW, teacher-forced training.
+        max_len: the most words generated.
+    """
+
     hidden: int = 128
+    heads: int = 4
     embed: int = 32
     steps: int = 300
     lr: float = 3e-3
@@ -155,16 +191,24 @@ class TextDecoderConfig:
 
 
 class IntentTextDecoder(nn.Module):
-    """GRU language model whose initial state is a projection of the clip embedding."""
+    """GRU language model whose initial state is a projection of an attentive pooling of the tokens."""
 
     def __init__(self, in_dim: int, vocab: list[str], cfg: TextDecoderConfig) -> None:
         super().__init__()
         self.vocab, self.cfg = vocab, cfg
         self.index = {w: i for i, w in enumerate(vocab)}
-        self.init = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, cfg.hidden), nn.Tanh())
+        self.pool = AttentivePool(in_dim, cfg.heads)
+        self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, cfg.hidden), nn.Tanh())
+
         self.embed = nn.Embedding(len(vocab), cfg.embed)
         self.gru = nn.GRU(cfg.embed, cfg.hidden, batch_first=True)
         self.out = nn.Linear(cfg.hidden, len(vocab))
+
+    def init(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Initial GRU state [N, hidden] from tokens [N, L, d] (or one vector [N, d])."""
+        if tokens.dim() == 2:
+            tokens = tokens.unsqueeze(1)
+        return self.proj(self.pool(tokens))
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """[N, L] token ids: <bos> words <eos> <pad>..."""

@@ -1,10 +1,21 @@
-"""Video encoder, predictor and EMA target for UI-JEPA (arXiv 2409.04081).
+"""Video encoder over space-time patch tokens, predictor and EMA target (UI-JEPA, arXiv 2409.04081).
 
-The encoder follows V-JEPA (Bardes et al., 2024) at toy scale: each frame is
-cut into 4x4-pixel patches, embedded and pooled into one token per frame by a
-small convolutional stem, and a transformer mixes the frame tokens over time.
-Because a token is a whole frame, masking a token hides the whole frame: the
-context encoder is only ever given the pixels of visible frames.
+The encoder follows V-JEPA (Bardes et al., 2024; facebookresearch/jepa
+``src/models/vision_transformer.py``) at toy scale: every frame is cut into
+``patch_size`` x ``patch_size`` patches, each patch is linearly embedded (one
+token per patch and frame, i.e. V-JEPA's tubelet of 1 frame) and gets a fixed
+3-D sine-cosine position embedding (time, row, column; V-JEPA's
+``get_3d_sincos_pos_embed``), and a transformer mixes all tokens.  With
+``token_idx`` only the listed tokens' pixels are embedded: the context encoder
+never reads a masked patch.
+
+The predictor follows V-JEPA's ``src/models/predictor.py``
+(``VisionTransformerPredictor.forward``): context tokens are projected to the
+predictor width and get the predictor's position embedding at their positions;
+one learned mask token (zero-initialised), plus the position embedding of each
+*target* position, stands for every masked token; the concatenation goes
+through the transformer, and the outputs at the mask tokens are projected back
+to the encoder width.
 
 The target encoder is an exponential moving average of the context encoder
 (I-JEPA, Assran et al. 2023; V-JEPA) and never receives gradients:
@@ -19,20 +30,39 @@ import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
 @dataclass
 class EncoderConfig:
+    """Parameters:
+        frame_size: frames are ``frame_size`` x ``frame_size`` grayscale.
+        num_frames: frames per clip.
+        patch_size: side of a square patch; a frame has ``(frame_size // patch_size) ** 2`` tokens.
+        dim, depth, heads: the encoder transformer.
+        predictor_dim, predictor_depth: the (narrower) predictor transformer.
+    """
+
     frame_size: int = 32
     num_frames: int = 16
+    patch_size: int = 8
     dim: int = 96
     depth: int = 2
     heads: int = 4
     predictor_dim: int = 64
     predictor_depth: int = 2
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        side = self.frame_size // self.patch_size
+        return self.num_frames, side, side
+
+    @property
+    def num_tokens(self) -> int:
+        t, h, w = self.grid
+        return t * h * w
 
 
 @contextlib.contextmanager
@@ -47,6 +77,25 @@ def seeded_init(seed: int) -> Iterator[None]:
         yield
 
 
+def _sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    out = np.outer(positions.reshape(-1), omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+def sincos_3d(dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
+    """[T*H*W, dim] fixed position embedding, V-JEPA's ``get_3d_sincos_pos_embed`` split.
+
+    Height and width get ``2*ceil(dim/6)`` dims each, time the rest; token order (t, h, w).
+    """
+    t, h, w = grid
+    hw_dim = int(np.ceil(dim / 6) * 2)
+    t_dim = dim - 2 * hw_dim
+    gt, gh, gw = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
+    emb = np.concatenate([_sincos_1d(t_dim, gt), _sincos_1d(hw_dim, gh), _sincos_1d(hw_dim, gw)], axis=1)
+    return torch.from_numpy(emb).float()
+
+
 def _transformer(dim: int, depth: int, heads: int) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(
         dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
@@ -54,74 +103,69 @@ def _transformer(dim: int, depth: int, heads: int) -> nn.TransformerEncoder:
     return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
 
 
-def gather_frames(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``x[b, idx[b]]`` for ``x`` of shape [B, T, ...] and ``idx`` [B, K]."""
+def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[b, idx[b]]`` for ``x`` of shape [B, N, ...] and ``idx`` [B, K]."""
     expand = idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
     return torch.gather(x, 1, expand)
 
 
-class FrameEncoder(nn.Module):
-    """One embedding per frame from its 4x4-pixel patches (frames in [0, 1])."""
+gather_frames = gather_tokens  # a frame is a token when patch_size == frame_size
 
-    def __init__(self, cfg: EncoderConfig) -> None:
-        super().__init__()
-        self.patch = nn.Conv2d(1, 32, kernel_size=4, stride=4)
-        self.mix = nn.Conv2d(32, 64, kernel_size=3, stride=2, padding=1)
-        self.proj = nn.Linear(64 * (cfg.frame_size // 8) ** 2, cfg.dim)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = (frames.unsqueeze(1) - 0.25) / 0.3  # rough dataset mean/std of the screens
-        x = F.gelu(self.mix(F.gelu(self.patch(x))))
-        return self.proj(x.flatten(1))
+def patchify(frames: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """[B, T, H, W] -> [B, T*(H/p)*(W/p), p*p] pixel patches in token order (t, row, col)."""
+    b, t, h, w = frames.shape
+    p = patch_size
+    x = frames.reshape(b, t, h // p, p, w // p, p).permute(0, 1, 2, 4, 3, 5)
+    return x.reshape(b, t * (h // p) * (w // p), p * p)
 
 
 class VideoEncoder(nn.Module):
-    """Frame tokens + learned temporal position embeddings -> transformer -> LayerNorm."""
+    """Patch tokens + 3-D sincos positions -> transformer -> LayerNorm; [B, N, dim] out."""
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.frame = FrameEncoder(cfg)
-        self.pos = nn.Parameter(torch.randn(cfg.num_frames, cfg.dim) * 0.02)
+        self.patch_embed = nn.Linear(cfg.patch_size**2, cfg.dim)
+        self.register_buffer("pos", sincos_3d(cfg.dim, cfg.grid), persistent=False)
         self.blocks = _transformer(cfg.dim, cfg.depth, cfg.heads)
         self.norm = nn.LayerNorm(cfg.dim)
 
-    def forward(self, frames: torch.Tensor, frame_idx: torch.Tensor | None = None) -> torch.Tensor:
-        """Embed ``frames`` [B, T, H, W]; with ``frame_idx`` [B, V] only those frames are read.
+    def forward(self, frames: torch.Tensor, token_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed ``frames`` [B, T, H, W] (in [0, 1]); with ``token_idx`` [B, V] only those tokens.
 
-        Returns one embedding per encoded frame, [B, V, dim] (V = T without ``frame_idx``).
+        Returns one embedding per encoded token, [B, V, dim] (V = N = T*Hp*Wp without ``token_idx``).
         """
-        b, t = frames.shape[:2]
-        if frame_idx is None:
-            frame_idx = torch.arange(t, device=frames.device).expand(b, -1)
-        else:
-            # Masked frames are dropped before the stem: no pixel of them is ever read.
-            frames = gather_frames(frames, frame_idx)
-        tokens = self.frame(frames.flatten(0, 1)).view(b, frame_idx.shape[1], -1)
-        return self.norm(self.blocks(tokens + self.pos[frame_idx]))
+        patches = (patchify(frames, self.cfg.patch_size) - 0.25) / 0.3  # rough mean/std of the screens
+        pos = self.pos.expand(len(frames), -1, -1)
+        if token_idx is not None:
+            # Masked patches are dropped before the embedding: no pixel of them is ever read.
+            patches, pos = gather_tokens(patches, token_idx), gather_tokens(pos, token_idx)
+        return self.norm(self.blocks(self.patch_embed(patches) + pos))
 
 
 class Predictor(nn.Module):
-    """Narrow transformer that fills in masked frames from the visible context.
+    """Narrow transformer over context tokens + position-carrying mask tokens (V-JEPA predictor).
 
     For JEPA it outputs latent vectors (``out_dim = dim``); for the masked
-    autoencoder baseline the same module outputs pixels (``out_dim = H*W``).
+    autoencoder baseline the same module outputs pixels (``out_dim = patch_size**2``).
     """
 
     def __init__(self, cfg: EncoderConfig, out_dim: int) -> None:
         super().__init__()
         p = cfg.predictor_dim
         self.embed = nn.Linear(cfg.dim, p)
-        self.mask_token = nn.Parameter(torch.zeros(p))
-        self.pos = nn.Parameter(torch.randn(cfg.num_frames, p) * 0.02)
+        self.mask_token = nn.Parameter(torch.zeros(p))  # V-JEPA: zero_init_mask_tokens
+        self.register_buffer("pos", sincos_3d(p, cfg.grid), persistent=False)
         self.blocks = _transformer(p, cfg.predictor_depth, max(1, p // 32))
         self.norm = nn.LayerNorm(p)
         self.out = nn.Linear(p, out_dim)
 
     def forward(self, context: torch.Tensor, visible_idx: torch.Tensor, masked_idx: torch.Tensor) -> torch.Tensor:
         """context [B, V, dim] at ``visible_idx`` -> predictions [B, M, out_dim] at ``masked_idx``."""
-        ctx = self.embed(context) + self.pos[visible_idx]
-        queries = self.mask_token + self.pos[masked_idx]
+        pos = self.pos.expand(len(context), -1, -1)
+        ctx = self.embed(context) + gather_tokens(pos, visible_idx)
+        queries = self.mask_token + gather_tokens(pos, masked_idx)
         x = self.norm(self.blocks(torch.cat([ctx, queries], dim=1)))
         return self.out(x[:, context.shape[1] :])
 
@@ -141,12 +185,12 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
 
 
 def latent_l1_loss(predicted: torch.Tensor, target: torch.Tensor, masked_idx: torch.Tensor) -> torch.Tensor:
-    """UI-JEPA / V-JEPA latent loss over masked frames only.
+    """UI-JEPA / V-JEPA latent loss over masked tokens only.
 
-        L = 1/(|M| d) Σ_{t ∈ M} ‖ P(E(x_visible), t) − sg(LN(Ē(x)))_t ‖₁
+        L = 1/(|M| d) Σ_{i ∈ M} ‖ P(E(x_context), i) − sg(LN(Ē(x)))_i ‖₁
 
     ``predicted`` [B, M, d] are the predictor's outputs at ``masked_idx``;
-    ``target`` [B, T, d] are the target encoder's embeddings of *all* frames,
-    of which only the masked ones are gathered, so visible frames carry no loss.
+    ``target`` [B, N, d] are the target encoder's embeddings of *all* tokens,
+    of which only the masked ones are gathered, so context tokens carry no loss.
     """
-    return (predicted - gather_frames(target, masked_idx)).abs().mean()
+    return (predicted - gather_tokens(target, masked_idx)).abs().mean()

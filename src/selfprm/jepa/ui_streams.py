@@ -39,6 +39,7 @@ SLOT_VALUES: dict[str, tuple[str, ...]] = {
     "setting": ("wifi", "bluetooth"),
     "level": tuple(str(v) for v in range(1, 6)),
     "song": tuple(str(v) for v in range(1, 10)),
+    "count": ("1", "2", "3", "4"),
 }
 SLOT_TYPES: tuple[str, ...] = tuple(SLOT_VALUES)
 
@@ -64,7 +65,19 @@ ZERO_SHOT_TEMPLATES: tuple[IntentTemplate, ...] = (
     IntentTemplate("video_call", "video call {contact}", ("contact",)),
     IntentTemplate("volume", "set volume to {level}", ("level",)),
 )
-ALL_TEMPLATES: dict[str, IntentTemplate] = {t.name: t for t in SEEN_TEMPLATES + ZERO_SHOT_TEMPLATES}
+# The temporal task: the slot is a count, readable only across frames.
+TEMPORAL_TEMPLATES: tuple[IntentTemplate, ...] = (
+    IntentTemplate("photos", "take {count} photos", ("count",)),
+    IntentTemplate("skip", "skip {count} songs", ("count",)),
+)
+ALL_TEMPLATES: dict[str, IntentTemplate] = {
+    t.name: t for t in SEEN_TEMPLATES + ZERO_SHOT_TEMPLATES + TEMPORAL_TEMPLATES
+}
+# task -> (labelled templates, held-out templates for the zero-shot split)
+TASKS: dict[str, tuple[tuple[IntentTemplate, ...], tuple[IntentTemplate, ...]]] = {
+    "easy": (SEEN_TEMPLATES, ZERO_SHOT_TEMPLATES),
+    "temporal": (TEMPORAL_TEMPLATES, ()),
+}
 
 
 @dataclass(frozen=True)
@@ -223,7 +236,11 @@ def render_screen(state: dict, cursor: tuple[float, float], tapping: bool, size:
     elif screen == "player":
         c.text(str(s["song"] + 1), 13, 9, 0.95, scale=2)
         c.icon("play", 13, 21, 0.8)
+        c.rect(24, 21, 6, 6, 0.6)  # "next" button
         c.rect(2, 29, 2 + tick % 28, 1, 0.8)
+    elif screen == "camera_flash":
+        c.rect(0, 7, 32, 25, 0.97)
+        c.rect(13, 27, 6, 4, 0.6)
     elif screen == "camera":
         c.rect(2, 8, 28, 18, 0.45 + 0.1 * (tick % 2))
         c.rect(13, 27, 6, 4, 0.9)
@@ -436,6 +453,35 @@ def _task_song(u: _ScriptedUser, intent: Intent) -> None:
     u.wait(int(u.rng.integers(2, 5)))
 
 
+SHUTTER_XY = (16, 29)
+NEXT_XY = (27, 24)
+
+
+def _task_photos(u: _ScriptedUser, intent: Intent) -> None:
+    """Already in the camera: each shot is a flash of 2-3 frames, then 2-3 frames of viewfinder."""
+    u.state.update(app="camera", screen="camera")
+    u.cursor = (float(SHUTTER_XY[0]), float(SHUTTER_XY[1]))
+    u.wait(int(u.rng.integers(1, 3)))
+    for _ in range(int(intent.slot("count"))):
+        flash = int(u.rng.integers(2, 4))
+        u.state["screen"] = "camera_flash"
+        u.snap(tapping=True)
+        u.wait(flash - 1)
+        u.state["screen"] = "camera"
+        u.wait(int(u.rng.integers(2, 4)))
+
+
+def _task_skip(u: _ScriptedUser, intent: Intent) -> None:
+    """Already in the player at a random song: tap "next" ``count`` times."""
+    u.state.update(app="music", screen="player", song=int(u.rng.integers(0, 9)))
+    u.cursor = (float(NEXT_XY[0]), float(NEXT_XY[1]))
+    u.wait(int(u.rng.integers(2, 4)))
+    for _ in range(int(intent.slot("count"))):
+        u.snap(tapping=True)
+        u.state["song"] = (u.state["song"] + 1) % 9
+        u.wait(int(u.rng.integers(2, 4)))
+
+
 _TASKS: dict[str, Callable[[_ScriptedUser, Intent], None]] = {
     "alarm": _task_alarm,
     "timer": _task_timer,
@@ -446,6 +492,8 @@ _TASKS: dict[str, Callable[[_ScriptedUser, Intent], None]] = {
     "brightness": _task_slider,
     "volume": _task_slider,
     "song": _task_song,
+    "photos": _task_photos,
+    "skip": _task_skip,
 }
 
 
@@ -470,6 +518,8 @@ def record(intent: Intent, seed: int, config: UIStreamConfig | None = None) -> R
     """
     cfg = config or UIStreamConfig()
     rng = np.random.default_rng(seed)
+    # Photometric jitter first, so it does not depend on how long the user's script ran.
+    contrast, brightness = rng.uniform(0.85, 1.0), rng.uniform(0.0, 0.05)
     user = _ScriptedUser(_initial_state(rng), rng, cfg)
     user.wait(int(rng.integers(0, 3)))
     _TASKS[intent.template](user, intent)
@@ -477,7 +527,6 @@ def record(intent: Intent, seed: int, config: UIStreamConfig | None = None) -> R
     # recording at a fixed number of frames; the final (result) frame is kept.
     idx = np.round(np.linspace(0, len(user.timeline) - 1, cfg.num_frames)).astype(int)
     frames = np.stack([render_screen(*user.timeline[i], size=cfg.size) for i in idx])
-    contrast, brightness = rng.uniform(0.85, 1.0), rng.uniform(0.0, 0.05)
     frames = frames * contrast + brightness + rng.normal(0.0, cfg.pixel_noise, frames.shape)
     return Recording((np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8), intent, seed)
 
