@@ -169,13 +169,13 @@ def test_rl_study_budgets_every_method_in_policy_tokens(tmp_path, one_torch_thre
     from selfprm.studies.rl import RLConfig, run
 
     cfg = RLConfig(
-        seeds=2, methods=("outcome", "srl"), lm=TinyLMConfig(n_layer=1, n_head=2, n_embd=32, n_positions=128),
+        seeds=2, methods=("outcome", "srl"), regimes=("short",), lm=TinyLMConfig(n_layer=1, n_head=2, n_embd=32, n_positions=128),
         sft=SFTConfig(steps=20), n_sft_problems=100, n_train_problems=12, n_eval_problems=4,
         grpo=GRPOConfig(steps=2, prompts_per_step=2, group_size=2, eval_every=1, max_new_tokens=16, ppo_epochs=1),
         token_budget=150, prm_pool_problems=4, prm_pool_samples=1,
         prm_train=PRMTrainConfig(epochs=1, batch_size=32, head_lr=5e-2), search=False,
     )
-    m = run(cfg, tmp_path, progress=False)["methods"]
+    m = run(cfg, tmp_path, progress=False)["regimes"]["short"]["methods"]
     for name, rec in m.items():
         assert rec["budget"] == "tokens" and rec["policy_tokens"] >= 150, name
         # 2 marks (steps // eval_every) after the start, every seed: 3 points
