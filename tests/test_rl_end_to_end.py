@@ -32,7 +32,10 @@ def test_rl_runs_every_method_in_every_regime_and_writes_metrics(tmp_path):
     assert set(regimes) == {"short", "sparse", "tools"}
     assert set(regimes["short"]["methods"]) == set(regimes["sparse"]["methods"]) == ARITH_ROWS
     assert set(regimes["tools"]["methods"]) == {"outcome_tools", "toolpo"}
-    assert regimes["short"]["methods"]["spr_online"]["reward"] == "spr_online" and regimes["short"]["methods"]["prime"]["reward"] == "prime"
+    short = regimes["short"]["methods"]
+    assert short["spr_online"]["reward"] == "spr_online" and short["prime"]["reward"] == "prime"
+    # PRIME runs two more models beside the policy: their passes are in the ledger; plain GRPO has none
+    assert short["prime"]["method_token_passes"] > 0 and short["outcome"]["method_token_passes"] == 0
     for r, reg in regimes.items():
         assert 0.0 <= reg["sft_accuracy"] <= 1.0 and data["sft_accuracy"][r] == reg["sft_accuracy"]
         for name, rec in reg["methods"].items():

@@ -277,11 +277,13 @@ def _summarise(recs: list[dict[str, Any]], budget: str, offset: int = 0) -> dict
         "tokens": None if tok_x is None else [[int(round(x)), float(a)] for x, a in zip(tok_x, per_seed.mean(0))],
         "policy_tokens": (int(round(np.mean([r["policy_tokens"] for r in recs])))
                           if all("policy_tokens" in r for r in recs) else None),
+        "method_token_passes": (int(round(np.mean([r["method_token_passes"] for r in recs])))
+                                if all("method_token_passes" in r for r in recs) else None),
         "budget": budget,
-        "accuracy_std": [float(s) for s in per_seed.std(0)],
+        "accuracy_std": [float(s) for s in per_seed.std(0, ddof=1)] if len(recs) > 1 else [0.0] * per_seed.shape[1],
         "accuracy_per_seed": per_seed.tolist(),
         "final_accuracy": float(finals.mean()),
-        "final_accuracy_std": float(finals.std()),
+        "final_accuracy_std": float(finals.std(ddof=1)) if len(recs) > 1 else 0.0,  # sample sd, as the demo
         "seeds": len(recs),
         "samples": int(round(np.mean([r["samples"] for r in recs]))),
         "domain": recs[0]["domain"],
@@ -387,7 +389,10 @@ def run(run: RLConfig, out: str | Path, *, progress: bool = True) -> dict[str, A
                                         token_budget=run.token_budget or None)
                     stage.finish({"accuracy": res.accuracy, "samples": res.samples, "seconds": res.seconds,
                                   "kl": res.kl, "mean_reward": res.mean_reward, "domain": spec.domain,
-                                  "policy_tokens": res.policy_tokens, "tokens": res.tokens})
+                                  "policy_tokens": res.policy_tokens, "tokens": res.tokens,
+                                  # models a method runs beside the policy (PRIME's πφ and π_ref, the
+                                  # online SPR head's backbone passes): the rest of the compute ledger
+                                  "method_token_passes": int(getattr(trainer.method, "token_passes", 0))})
                     log(f"      {r:6s} {row:13s} seed {seed}: accuracy {res.accuracy[0][1]:.3f} -> "
                         f"{res.accuracy[-1][1]:.3f} ({res.seconds:.0f}s)")
                 recs.append(stage.result())
