@@ -56,8 +56,8 @@ class DemoConfig:
         surprise_features: the PRM head also reads the backbone's token log-probs (prm/model.py).
         seeds: independent repeats after the policy (pool, labels, PRMs), reported as mean ± sd.
         spr_warmup_steps: SPR warm start: optimizer steps of class-balanced BCE before the filter is on
-            (not in the paper; 0 runs the filter from the random head, which ends at one class on a fixed
-            pool for about a third of initialisations, see the README).
+            (not in the paper; 0 runs the filter from the random head, which ranked nothing, AUROC <= 0.55,
+            for 4 of 12 initialisations on the quick demo's pools: benchmarks/spr_warm_start.py).
         spr_reference: the ``spr`` row's PRM is MetaStone-S1's (MLP head on the penultimate layer, 1e-4
             of the gradient into the backbone, geometric-mean solution scores); off: the demo's own PRM
             with the SPR loss (a deviation).
@@ -206,8 +206,8 @@ def deviations(config: DemoConfig) -> list[str]:
                        "spr_surprise_features=False runs the paper's head input)")
         if config.spr_warmup_steps:
             out.append(f"spr: {config.spr_warmup_steps} steps of class-balanced BCE before the filter (not in the paper: "
-                       "MetaStone-S1 starts the filter from the random head, online beside RL; on this fixed pool that "
-                       "start ends with one class filtered out on about a third of initialisations)")
+                       "MetaStone-S1 starts the filter from the random head, online beside RL; on the quick demo's fixed "
+                       "pools that start ranked nothing for 4 of 12 initialisations, benchmarks/spr_warm_start.py)")
     # what the CPU scale changes in the other rows (each source's docstring has the details)
     kw = config.source_kwargs
     if "omega" in config.sources:
