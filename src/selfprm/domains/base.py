@@ -61,7 +61,8 @@ class LineDomain:
             steps.append(line)
         return steps, None, True
 
-    def judge_steps(self, problem: Problem, steps: Sequence[str]) -> list[bool]:
+    def judge_steps(self, problem: Problem, steps: Sequence[str]) -> list[bool] | None:
+        """Each step's soundness by the domain's oracle; None for a domain without one (math)."""
         raise NotImplementedError
 
     def check_answer(self, problem: Problem, answer: str | None) -> bool:
@@ -75,7 +76,7 @@ class LineDomain:
         truncated: bool = False,
         tokens_generated: int = 0,
     ) -> Trajectory:
-        """A trajectory with its outcome and oracle step labels filled in."""
+        """A trajectory with its outcome and the oracle's step labels (None without an oracle)."""
         return Trajectory(
             problem=problem,
             steps=list(steps),

@@ -27,6 +27,7 @@ from typing import Sequence
 
 from selfprm.data.answers import answers_match, extract_boxed, extract_gsm8k_answer
 from selfprm.data.records import iter_records, need, problem_key
+from selfprm.domains.base import LineDomain
 from selfprm.types import Problem, RecordError, Trajectory
 
 PROBLEM_SLOT = "{problem}"
@@ -123,8 +124,12 @@ def extract_final_answer(text: str) -> str | None:
 # ----------------------------------------------------------------------------- the domain
 
 
-class MathDomain:
-    """Math word problems and competition problems; answers checked by ``math-verify``, no step oracle."""
+class MathDomain(LineDomain):
+    """Math word problems and competition problems; answers checked by ``math-verify``, no step oracle.
+
+    A :class:`LineDomain` with its own template, step splitting and answer format; trajectories are
+    built by the shared ``make_trajectory``, with ``oracle_labels`` None (nobody judged the steps).
+    """
 
     name = "math"
 
@@ -144,9 +149,6 @@ class MathDomain:
     @staticmethod
     def render_answer(answer: str) -> str:
         return f"The answer is \\boxed{{{answer}}}."
-
-    def sft_text(self, problem: Problem, steps: Sequence[str], answer: str) -> str:
-        return self.render(problem, steps) + self.render_answer(answer)
 
     def cut_at_stop(self, text: str) -> str:
         """``text`` up to the first stop string (a backend without stop strings runs past them)."""
@@ -171,24 +173,9 @@ class MathDomain:
         """``math-verify``'s verdict against the reference (needs ``pip install 'selfprm[real]'``)."""
         return answers_match(answer, problem.answer)
 
-    def make_trajectory(
-        self,
-        problem: Problem,
-        steps: Sequence[str],
-        final_answer: str | None,
-        truncated: bool = False,
-        tokens_generated: int = 0,
-    ) -> Trajectory:
-        """A trajectory with its outcome; ``oracle_labels`` None (nobody judged the steps)."""
-        return Trajectory(
-            problem=problem,
-            steps=list(steps),
-            final_answer=final_answer,
-            outcome=(not truncated) and self.check_answer(problem, final_answer),
-            oracle_labels=None,
-            tokens_generated=tokens_generated,
-            truncated=truncated,
-        )
+    def judge_steps(self, problem: Problem, steps: Sequence[str]) -> None:
+        """No oracle on real math: nobody judged the steps."""
+        return None
 
     def from_text(self, problem: Problem, steps_before: Sequence[str], generated: str, tokens: int) -> Trajectory:
         """The trajectory a policy wrote after ``render(problem, steps_before)``."""

@@ -56,6 +56,19 @@ def step_token_advantages(segments: Sequence[int], outcome_adv: float, step_adv:
     return [outcome_adv + (alpha * step_adv[s] if 0 <= s < len(step_adv) else 0.0) for s in segments]
 
 
+def process_advantages(trainer: GRPOTrainer, rollouts: Sequence[Rollout], outcome_adv: Sequence[float],
+                       step_scores: Sequence[Sequence[float]], alpha: float, cumulative: bool = False,
+                       eps: float = 1e-6) -> torch.Tensor:
+    """Token advantages ``[B, T]``: each rollout's outcome advantage plus ``alpha`` times its steps'
+    group-normalised scores on their tokens (the module docstring's equations)."""
+    step_adv = normalise_step_rewards(step_scores, [r.group for r in rollouts], eps)
+    rows = []
+    for r, a, sa in zip(rollouts, outcome_adv, step_adv):
+        seg = token_segments(trainer.tokenizer, r.completion_ids, trainer.domain.step_separator)
+        rows.append(step_token_advantages(seg, a, sa, alpha, cumulative))
+    return pad_token_values(rows)
+
+
 class PRMRewardMethod(OutcomeAdvantage):
     name = "prm"
 
@@ -69,12 +82,7 @@ class PRMRewardMethod(OutcomeAdvantage):
         out_adv = group_normalise(outcome_rewards(rollouts), groups, c.eps)
         scores = self.prm.score_steps([r.trajectory.problem.prompt for r in rollouts],
                                       [r.trajectory.steps for r in rollouts])
-        step_adv = normalise_step_rewards(scores, groups, c.eps)
-        rows = []
-        for r, a, sa in zip(rollouts, out_adv, step_adv):
-            seg = token_segments(trainer.tokenizer, r.completion_ids, trainer.domain.step_separator)
-            rows.append(step_token_advantages(seg, a, sa, c.alpha, c.cumulative))
-        return rollouts, pad_token_values(rows)
+        return rollouts, process_advantages(trainer, rollouts, out_adv, scores, c.alpha, c.cumulative, c.eps)
 
 
 def train_prm_grpo(model, tokenizer, domain, prm, config: PRMRewardConfig, train_problems: Sequence[Problem],

@@ -64,9 +64,9 @@ from selfprm.lm_logprobs import pad_right
 from selfprm.prm.losses import spr_loss
 from selfprm.prm.model import SPR_REFERENCE, EncodedBatch, PRMConfig, ProcessRewardModel, base_model
 from selfprm.rl.grpo import (GRPOConfig, GRPOTrainer, OutcomeAdvantage, TrainResult, broadcast, group_normalise,
-                             outcome_rewards, pad_token_values)
+                             outcome_rewards)
 from selfprm.rl.methods import MethodSpec, register_method
-from selfprm.rl.prm_reward import normalise_step_rewards, step_token_advantages
+from selfprm.rl.prm_reward import process_advantages
 from selfprm.rl.rollout import Rollout, token_segments
 from selfprm.types import Problem
 
@@ -296,12 +296,7 @@ class SPROnlineMethod(OutcomeAdvantage):
                                "method.after_step at every PPO step; use head_update='round'")
         if scores is None:
             return rollouts, broadcast(rollouts, out_adv)
-        step_adv = normalise_step_rewards(scores, groups, c.eps)
-        rows = []
-        for r, a, sa in zip(rollouts, out_adv, step_adv):
-            seg = token_segments(trainer.tokenizer, r.completion_ids, trainer.domain.step_separator)
-            rows.append(step_token_advantages(seg, a, sa, c.alpha, c.cumulative))
-        return rollouts, pad_token_values(rows)
+        return rollouts, process_advantages(trainer, rollouts, out_adv, scores, c.alpha, c.cumulative, c.eps)
 
 
 def train_spr_online(model, tokenizer, domain, config: SPROnlineConfig, train_problems: Sequence[Problem],
