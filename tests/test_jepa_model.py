@@ -23,7 +23,8 @@ from selfprm.jepa.model import (
 from selfprm.jepa.pretrain import collapse_metrics, effective_rank, embedding_std, jepa_loss
 
 # 8 frames of 32x32 in 16x16 patches: a 8 x 2 x 2 token grid (32 tokens).
-CFG = EncoderConfig(num_frames=8, patch_size=16, dim=16, depth=1, heads=2, predictor_dim=16, predictor_depth=1)
+CFG = EncoderConfig(num_frames=8, patch_size=16, tubelet_size=1, dim=16, depth=1, heads=2, predictor_dim=16,
+                    predictor_depth=1)
 
 
 @pytest.fixture(autouse=True)
@@ -157,3 +158,19 @@ def test_collapse_metrics_on_constant_and_spread_batches():
     # Orthogonal equal-norm rows: all singular values equal, effective rank = their number.
     assert effective_rank(torch.eye(4) * 3.0) == pytest.approx(4.0)
     assert embedding_std(torch.eye(4)) == pytest.approx(0.5)
+
+
+def test_a_tubelet_token_holds_one_patch_of_consecutive_frames():
+    """V-JEPA's tubelet of 2: token (t, i, j) is the (i, j) patch of frames 2t and 2t+1, frame-major."""
+    frames = torch.arange(4 * 4 * 4, dtype=torch.float32).view(1, 4, 4, 4)  # T=4 frames of 4x4
+    tokens = patchify(frames, 2, tubelet_size=2)
+    assert tokens.shape == (1, 2 * 2 * 2, 2 * 2 * 2)
+    # token 0 = (t=0, row 0, col 0): frame 0's top-left 2x2, then frame 1's
+    assert tokens[0, 0].tolist() == [0, 1, 4, 5, 16, 17, 20, 21]
+    # token 7 = (t=1, row 1, col 1): frames 2 and 3, bottom-right patch
+    assert tokens[0, 7].tolist() == [42, 43, 46, 47, 58, 59, 62, 63]
+    cfg = EncoderConfig(num_frames=8, patch_size=16, tubelet_size=2, dim=16, depth=1, heads=2, predictor_dim=16,
+                        predictor_depth=1)
+    assert cfg.grid == (4, 2, 2) and cfg.token_pixels == 512
+    with pytest.raises(ValueError, match="tubelet_size"):
+        EncoderConfig(num_frames=7, tubelet_size=2)

@@ -4,6 +4,7 @@ import numpy as np
 
 from selfprm.jepa.ui_streams import (
     SEEN_TEMPLATES,
+    TASKS,
     ZERO_SHOT_TEMPLATES,
     Intent,
     UIStreamConfig,
@@ -86,3 +87,20 @@ def _runs(flags):
             out.append((start, i - start))
             start = None
     return out
+
+
+def test_temporal_task_holds_out_an_intent_whose_count_runs_the_other_way():
+    """"rewind N songs" is never labelled; its count is the first shown song minus the last (mod 9),
+    where "skip N songs" (labelled) counts up: same slot, a route the probe never saw."""
+    labelled, held_out = TASKS["temporal"]
+    assert [t.name for t in held_out] == ["rewind"]
+    assert {t.name for t in labelled}.isdisjoint(t.name for t in held_out)
+    cfg = UIStreamConfig(num_frames=40, pixel_noise=0.0)
+    skip = record(Intent("skip", (("count", "3"),)), 5, cfg)
+    rewind = record(Intent("rewind", (("count", "3"),)), 5, cfg)
+    # Same seed, so the same start song; the cursor rests on another button (below the digits), so
+    # compare the song number's pixels only: equal at the start, apart by 6 songs at the end.
+    digits = (slice(9, 20), slice(12, 26))
+    assert np.array_equal(skip.frames[0][digits], rewind.frames[0][digits])
+    assert not np.array_equal(skip.frames[-1][digits], rewind.frames[-1][digits])
+    assert np.array_equal(replay(rewind, cfg).frames, rewind.frames)

@@ -178,12 +178,15 @@ def add_study_arguments(parser: argparse.ArgumentParser, study) -> None:
         if "quick" in study.PRESETS:
             parser.add_argument("--quick", dest="preset", action="store_const", const="quick", help="same as --preset quick")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch's intra-op threads (default: torch's own, one per core); set it to the cores "
+                             "a run may use when others share the machine, so timings stay comparable")
     add_config_arguments(parser.add_argument_group("configuration"), study.Config)
 
 
 def config_from_args(study, args: argparse.Namespace) -> Any:
     """The study's config: its preset, then every flag the user gave."""
-    special = {"out", "preset", "no_progress", "_study", "_command", "_subcommand"}
+    special = {"out", "preset", "no_progress", "threads", "_study", "_command", "_subcommand"}
     given = {k: v for k, v in vars(args).items() if k not in special}
     if study.PRESETS:
         config = study.PRESETS[args.preset]()
@@ -232,6 +235,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _build_parser(argv).parse_args(argv)
     study = STUDIES.get(args._study)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"selfprm {args._study}: --threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         config = config_from_args(study, args)
     except (ValueError, TypeError, KeyError) as e:  # a bad value fails before anything is written

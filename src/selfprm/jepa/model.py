@@ -2,8 +2,11 @@
 
 The encoder follows V-JEPA (Bardes et al., 2024; facebookresearch/jepa
 ``src/models/vision_transformer.py``) at toy scale: every frame is cut into
-``patch_size`` x ``patch_size`` patches, each patch is linearly embedded (one
-token per patch and frame, i.e. V-JEPA's tubelet of 1 frame) and gets a fixed
+``patch_size`` x ``patch_size`` patches, and ``tubelet_size`` consecutive frames'
+patches at one place form a *tubelet* that is linearly embedded as one token
+(V-JEPA's ``PatchEmbed3D``, a Conv3d with kernel = stride = (tubelet, p, p);
+V-JEPA's default tubelet is 2 frames, ``tubelet_size=1`` gives one token per
+patch and frame) and gets a fixed
 3-D sine-cosine position embedding (time, row, column; V-JEPA's
 ``get_3d_sincos_pos_embed``), and a transformer mixes all tokens.  With
 ``token_idx`` only the listed tokens' pixels are embedded: the context encoder
@@ -41,6 +44,7 @@ class EncoderConfig:
         frame_size: frames are ``frame_size`` x ``frame_size`` grayscale.
         num_frames: frames per clip.
         patch_size: side of a square patch; a frame has ``(frame_size // patch_size) ** 2`` tokens.
+        tubelet_size: consecutive frames in one token (V-JEPA's default 2); must divide ``num_frames``.
         dim, depth, heads: the encoder transformer.
         predictor_dim, predictor_depth: the (narrower) predictor transformer.
     """
@@ -48,16 +52,28 @@ class EncoderConfig:
     frame_size: int = 32
     num_frames: int = 16
     patch_size: int = 8
+    tubelet_size: int = 2
     dim: int = 96
     depth: int = 2
     heads: int = 4
     predictor_dim: int = 64
     predictor_depth: int = 2
 
+    def __post_init__(self) -> None:
+        if self.frame_size % self.patch_size or self.num_frames % self.tubelet_size:
+            raise ValueError(f"patch_size {self.patch_size} must divide frame_size {self.frame_size} and "
+                             f"tubelet_size {self.tubelet_size} must divide num_frames {self.num_frames}")
+
     @property
     def grid(self) -> tuple[int, int, int]:
+        """The token grid (time, rows, columns): time counts tubelets, not frames."""
         side = self.frame_size // self.patch_size
-        return self.num_frames, side, side
+        return self.num_frames // self.tubelet_size, side, side
+
+    @property
+    def token_pixels(self) -> int:
+        """Pixels in one token: a tubelet of ``tubelet_size`` frames of a ``patch_size``² patch."""
+        return self.tubelet_size * self.patch_size**2
 
     @property
     def num_tokens(self) -> int:
@@ -112,12 +128,15 @@ def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 gather_frames = gather_tokens  # a frame is a token when patch_size == frame_size
 
 
-def patchify(frames: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """[B, T, H, W] -> [B, T*(H/p)*(W/p), p*p] pixel patches in token order (t, row, col)."""
+def patchify(frames: torch.Tensor, patch_size: int, tubelet_size: int = 1) -> torch.Tensor:
+    """[B, T, H, W] -> [B, (T/k)*(H/p)*(W/p), k*p*p] pixel tubelets in token order (t, row, col).
+
+    ``k = tubelet_size`` frames of one ``p`` x ``p`` patch form a token, as V-JEPA's Conv3d patch
+    embedding (kernel = stride = (k, p, p)) reads them."""
     b, t, h, w = frames.shape
-    p = patch_size
-    x = frames.reshape(b, t, h // p, p, w // p, p).permute(0, 1, 2, 4, 3, 5)
-    return x.reshape(b, t * (h // p) * (w // p), p * p)
+    p, k = patch_size, tubelet_size
+    x = frames.reshape(b, t // k, k, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)
+    return x.reshape(b, (t // k) * (h // p) * (w // p), k * p * p)
 
 
 class VideoEncoder(nn.Module):
@@ -126,7 +145,7 @@ class VideoEncoder(nn.Module):
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.patch_embed = nn.Linear(cfg.patch_size**2, cfg.dim)
+        self.patch_embed = nn.Linear(cfg.token_pixels, cfg.dim)
         self.register_buffer("pos", sincos_3d(cfg.dim, cfg.grid), persistent=False)
         self.blocks = _transformer(cfg.dim, cfg.depth, cfg.heads)
         self.norm = nn.LayerNorm(cfg.dim)
@@ -136,7 +155,7 @@ class VideoEncoder(nn.Module):
 
         Returns one embedding per encoded token, [B, V, dim] (V = N = T*Hp*Wp without ``token_idx``).
         """
-        patches = (patchify(frames, self.cfg.patch_size) - 0.25) / 0.3  # rough mean/std of the screens
+        patches = (patchify(frames, self.cfg.patch_size, self.cfg.tubelet_size) - 0.25) / 0.3  # rough screen mean/std
         pos = self.pos.expand(len(frames), -1, -1)
         if token_idx is not None:
             # Masked patches are dropped before the embedding: no pixel of them is ever read.
@@ -148,7 +167,7 @@ class Predictor(nn.Module):
     """Narrow transformer over context tokens + position-carrying mask tokens (V-JEPA predictor).
 
     For JEPA it outputs latent vectors (``out_dim = dim``); for the masked
-    autoencoder baseline the same module outputs pixels (``out_dim = patch_size**2``).
+    autoencoder baseline the same module outputs pixels (``out_dim = token_pixels``).
     """
 
     def __init__(self, cfg: EncoderConfig, out_dim: int) -> None:

@@ -158,7 +158,7 @@ def mae_loss(
     """Mean squared error on the normalised pixels of masked patches (MAE's norm_pix_loss)."""
     context = encoder(frames, visible_idx)
     predicted = decoder(context, visible_idx, masked_idx)
-    pixels = gather_tokens(patchify(frames, encoder.cfg.patch_size), masked_idx)
+    pixels = gather_tokens(patchify(frames, encoder.cfg.patch_size, encoder.cfg.tubelet_size), masked_idx)
     pixels = (pixels - pixels.mean(-1, keepdim=True)) / (pixels.std(-1, keepdim=True) + 1e-3)
     return F.mse_loss(predicted, pixels), context
 
@@ -174,7 +174,7 @@ def _pretrain(
     gen = torch.Generator().manual_seed(seed)
     with seeded_init(seed):
         encoder = VideoEncoder(enc_cfg)
-        head = Predictor(enc_cfg, enc_cfg.dim if method == "jepa" else enc_cfg.patch_size**2)
+        head = Predictor(enc_cfg, enc_cfg.dim if method == "jepa" else enc_cfg.token_pixels)
     target = make_target_encoder(encoder) if method == "jepa" else None
     params = list(encoder.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

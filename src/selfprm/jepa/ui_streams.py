@@ -70,13 +70,18 @@ TEMPORAL_TEMPLATES: tuple[IntentTemplate, ...] = (
     IntentTemplate("photos", "take {count} photos", ("count",)),
     IntentTemplate("skip", "skip {count} songs", ("count",)),
 )
+# The temporal task's held-out intent (IIW-like): the same count, read off a route never labelled
+# (the player's "prev" button, so the song number falls instead of rising).
+TEMPORAL_ZERO_SHOT_TEMPLATES: tuple[IntentTemplate, ...] = (
+    IntentTemplate("rewind", "rewind {count} songs", ("count",)),
+)
 ALL_TEMPLATES: dict[str, IntentTemplate] = {
-    t.name: t for t in SEEN_TEMPLATES + ZERO_SHOT_TEMPLATES + TEMPORAL_TEMPLATES
+    t.name: t for t in SEEN_TEMPLATES + ZERO_SHOT_TEMPLATES + TEMPORAL_TEMPLATES + TEMPORAL_ZERO_SHOT_TEMPLATES
 }
 # task -> (labelled templates, held-out templates for the zero-shot split)
 TASKS: dict[str, tuple[tuple[IntentTemplate, ...], tuple[IntentTemplate, ...]]] = {
     "easy": (SEEN_TEMPLATES, ZERO_SHOT_TEMPLATES),
-    "temporal": (TEMPORAL_TEMPLATES, ()),
+    "temporal": (TEMPORAL_TEMPLATES, TEMPORAL_ZERO_SHOT_TEMPLATES),
 }
 
 
@@ -237,6 +242,7 @@ def render_screen(state: dict, cursor: tuple[float, float], tapping: bool, size:
         c.text(str(s["song"] + 1), 13, 9, 0.95, scale=2)
         c.icon("play", 13, 21, 0.8)
         c.rect(24, 21, 6, 6, 0.6)  # "next" button
+        c.rect(2, 21, 6, 6, 0.6)  # "prev" button
         c.rect(2, 29, 2 + tick % 28, 1, 0.8)
     elif screen == "camera_flash":
         c.rect(0, 7, 32, 25, 0.97)
@@ -455,6 +461,7 @@ def _task_song(u: _ScriptedUser, intent: Intent) -> None:
 
 SHUTTER_XY = (16, 29)
 NEXT_XY = (27, 24)
+PREV_XY = (5, 24)
 
 
 def _task_photos(u: _ScriptedUser, intent: Intent) -> None:
@@ -471,15 +478,23 @@ def _task_photos(u: _ScriptedUser, intent: Intent) -> None:
         u.wait(int(u.rng.integers(2, 4)))
 
 
-def _task_skip(u: _ScriptedUser, intent: Intent) -> None:
-    """Already in the player at a random song: tap "next" ``count`` times."""
+def _tap_player(u: _ScriptedUser, count: int, button: tuple[int, int], step: int) -> None:
+    """Already in the player at a random song: tap ``button`` ``count`` times, the song moving by ``step``."""
     u.state.update(app="music", screen="player", song=int(u.rng.integers(0, 9)))
-    u.cursor = (float(NEXT_XY[0]), float(NEXT_XY[1]))
+    u.cursor = (float(button[0]), float(button[1]))
     u.wait(int(u.rng.integers(2, 4)))
-    for _ in range(int(intent.slot("count"))):
+    for _ in range(count):
         u.snap(tapping=True)
-        u.state["song"] = (u.state["song"] + 1) % 9
+        u.state["song"] = (u.state["song"] + step) % 9
         u.wait(int(u.rng.integers(2, 4)))
+
+
+def _task_skip(u: _ScriptedUser, intent: Intent) -> None:
+    _tap_player(u, int(intent.slot("count")), NEXT_XY, +1)
+
+
+def _task_rewind(u: _ScriptedUser, intent: Intent) -> None:
+    _tap_player(u, int(intent.slot("count")), PREV_XY, -1)
 
 
 _TASKS: dict[str, Callable[[_ScriptedUser, Intent], None]] = {
@@ -494,6 +509,7 @@ _TASKS: dict[str, Callable[[_ScriptedUser, Intent], None]] = {
     "song": _task_song,
     "photos": _task_photos,
     "skip": _task_skip,
+    "rewind": _task_rewind,
 }
 
 

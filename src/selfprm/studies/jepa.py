@@ -85,15 +85,17 @@ class JepaConfig:
     tasks: tuple[str, ...] = ("easy", "temporal")
     label_counts: tuple[int, ...] = (1, 5, 10, 50)
     curve_labels: int = 10
-    unlabeled_per_template: int = 400
+    # Unlabeled recordings are free: 1000 per template (7000 clips on easy) at 600 steps of 32 is
+    # ~3 passes over easy's clips; the 45-minute budget for 2 tasks x 3 seeds on 2 cores sets the steps
+    unlabeled_per_template: int = 1000
     test_per_template: int = 30
     zero_shot_per_template: int = 30
     streams: UIStreamConfig = field(default_factory=UIStreamConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(steps=1500))
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(steps=600))
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     decoder: TextDecoderConfig = field(default_factory=TextDecoderConfig)
-    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+    supervised: SupervisedConfig = field(default_factory=lambda: SupervisedConfig(batch_size=16))
 
 
 def _quick() -> "JepaConfig":
@@ -262,40 +264,62 @@ def _curve(result: PretrainResult, data: StudyData, cfg: JepaConfig, seed: int) 
     return points
 
 
-def _task(cfg: JepaConfig, task: str, progress: bool, timings: dict) -> dict:
+def _seed_run(cfg: JepaConfig, data: StudyData, seed: int, progress: bool, bar) -> dict:
+    """One seed of one task: both pretrainings, their probes and curves, scratch and the random encoder."""
+    subsets = _subsets(cfg, data, seed)
+    out: dict = {"runs": {}, "pretraining": {}, "curve": {}, "seconds": {}}
+    for name, pretrain in (("jepa", pretrain_jepa), ("mae", pretrain_mae)):
+        result = pretrain(data.unlabeled, cfg.encoder, cfg.pretrain, seed, progress)
+        t = time.perf_counter()
+        out["runs"][name] = _frozen_method(result.encoder, data, cfg, seed, subsets, bar)
+        out["curve"][name] = _curve(result, data, cfg, seed)
+        out["seconds"][name] = result.seconds + time.perf_counter() - t
+        out["pretraining"][name] = {
+            "seed": seed, "steps": result.steps, "batch_size": result.batch_size,
+            "frames_per_step": result.batch_size * cfg.encoder.num_frames,
+            "seconds": result.seconds, "history": result.history,
+        }
+    t = time.perf_counter()
+    out["runs"]["scratch"] = _scratch_method(data, cfg, seed, subsets, bar)
+    out["seconds"]["scratch"] = time.perf_counter() - t
+    with seeded_init(seed):
+        random_encoder = VideoEncoder(cfg.encoder)  # the initialisation both pretrainings start from
+    out["runs"]["random_frozen"] = _frozen_method(random_encoder, data, cfg, seed, subsets, bar)
+    return out
+
+
+def _task(cfg: JepaConfig, task: str, progress: bool, timings: dict, run_dir: RunDir | None = None) -> dict:
+    """Every seed of ``task``; with ``run_dir`` each seed is a stage of its own, so an interrupted run
+    resumes at the first unfinished seed and a finished one is read back, never recomputed."""
     t0 = time.perf_counter()
     data = build_data(cfg, task)
     timings[f"{task}/data"] = time.perf_counter() - t0
-    runs: dict[str, list[dict]] = {name: [] for name in (*METHODS, "random_frozen")}
-    pretraining: dict[str, list[dict]] = {"jepa": [], "mae": []}
-    curves: dict[str, list[list[dict]]] = {"jepa": [], "mae": []}
+    per_seed: list[dict] = []
     n_fits = len(cfg.label_counts) * len(cfg.seeds)
     with tqdm(total=4 * n_fits, desc=f"{task}: intent probes", disable=not progress, leave=False) as bar:
         for seed in cfg.seeds:
-            subsets = _subsets(cfg, data, seed)
-            for name, pretrain in (("jepa", pretrain_jepa), ("mae", pretrain_mae)):
-                result = pretrain(data.unlabeled, cfg.encoder, cfg.pretrain, seed, progress)
-                t = time.perf_counter()
-                runs[name].append(_frozen_method(result.encoder, data, cfg, seed, subsets, bar))
-                curves[name].append(_curve(result, data, cfg, seed))
-                timings[f"{task}/{name}"] = timings.get(f"{task}/{name}", 0.0) + result.seconds + time.perf_counter() - t
-                pretraining[name].append({
-                    "seed": seed, "steps": result.steps, "batch_size": result.batch_size,
-                    "frames_per_step": result.batch_size * cfg.encoder.num_frames,
-                    "seconds": result.seconds, "history": result.history,
-                })
-            t = time.perf_counter()
-            runs["scratch"].append(_scratch_method(data, cfg, seed, subsets, bar))
-            timings[f"{task}/scratch"] = timings.get(f"{task}/scratch", 0.0) + time.perf_counter() - t
-            with seeded_init(seed):
-                random_encoder = VideoEncoder(cfg.encoder)  # the initialisation both pretrainings start from
-            runs["random_frozen"].append(_frozen_method(random_encoder, data, cfg, seed, subsets, bar))
-    aggregate = {name: {k: mean_sd([r[k] for r in per_seed]) for k in per_seed[0]} for name, per_seed in runs.items()}
+            if run_dir is None:
+                per_seed.append(_seed_run(cfg, data, seed, progress, bar))
+                continue
+            # keyed by everything but the seed and task lists, so adding a seed or task keeps the finished ones
+            key = {k: v for k, v in config_blob(cfg).items() if k not in ("seeds", "tasks")}
+            stage = run_dir.stage(f"{task}/seed-{seed}", {"config": key, "seed": seed})
+            if not stage.done():
+                stage.begin()
+                stage.finish(_seed_run(cfg, data, seed, progress, bar))
+            else:
+                bar.update(4 * len(cfg.label_counts))
+            per_seed.append(stage.result())
+    for r in per_seed:
+        for name, sec in r["seconds"].items():
+            timings[f"{task}/{name}"] = timings.get(f"{task}/{name}", 0.0) + sec
+    runs = {name: [r["runs"][name] for r in per_seed] for name in (*METHODS, "random_frozen")}
+    aggregate = {name: {k: mean_sd([r[k] for r in seeds]) for k in seeds[0]} for name, seeds in runs.items()}
     return {
         "methods": {name: aggregate[name] for name in METHODS},
         "reference": {"random_frozen": aggregate["random_frozen"]},
-        "pretraining": pretraining,
-        "curve": curves,
+        "pretraining": {name: [r["pretraining"][name] for r in per_seed] for name in ("jepa", "mae")},
+        "curve": {name: [r["curve"][name] for r in per_seed] for name in ("jepa", "mae")},
         "data": {
             "unlabeled": len(data.unlabeled),
             "labelled_pool": len(data.labelled),
@@ -311,16 +335,17 @@ def run(cfg: JepaConfig, out: str | Path, *, progress: bool = True) -> dict:
     """Run the comparison into ``out`` (metrics, report, plot); returns the metrics."""
     from selfprm.jepa.report import write_report
 
-    stage = RunDir(out).stage("comparison", cfg)
+    run_dir = RunDir(out)
+    stage = run_dir.stage("comparison", cfg)
     if not stage.done():
         stage.begin()
-        stage.finish(compare(cfg, progress))
+        stage.finish(compare(cfg, progress, run_dir=run_dir))
     metrics = stage.result()
     print(write_report(metrics, Path(out)))
     return metrics
 
 
-def compare(cfg: JepaConfig, progress: bool = True) -> dict:
+def compare(cfg: JepaConfig, progress: bool = True, run_dir: RunDir | None = None) -> dict:
     """Run the comparison; returns the metrics dict written to ``jepa_metrics.json``.
 
     ``metrics["tasks"][task]`` holds ``methods`` (method -> labels per intent -> mean and ``*_sd``
@@ -329,6 +354,6 @@ def compare(cfg: JepaConfig, progress: bool = True) -> dict:
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    tasks = {task: _task(cfg, task, progress, timings) for task in cfg.tasks}
+    tasks = {task: _task(cfg, task, progress, timings, run_dir) for task in cfg.tasks}
     timings["total"] = time.perf_counter() - t0
     return {"tasks": tasks, "seeds": list(cfg.seeds), "seconds": timings, "config": config_blob(cfg)}
