@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 OUT ?= runs/demo
 STAMP := $(VENV)/.selfprm-installed
 
-.PHONY: demo demo-quick test test-fast install clean
+.PHONY: demo demo-quick test test-fast install browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,7 +19,11 @@ demo: $(STAMP)
 demo-quick: $(STAMP)
 	$(VENV)/bin/selfprm demo --quick --out $(OUT)
 
-test: $(STAMP)
+# the study page's browser test needs chromium and chromedriver (Debian packages)
+browser:
+	bash tools/ensure_browser.sh
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

@@ -10,7 +10,7 @@ from selfprm.studies.rl import RLConfig
 from selfprm.studies.rl import run as run_rl
 
 SOURCES = ("oracle", "outcome", "mc")
-ARITH_ROWS = {"outcome", "spr_online", "prime", "tree_grpo", "r3", "srl"} | {f"prm:{s}" for s in SOURCES}
+ARITH_ROWS = {"outcome", "spr_online", "spr_online:step", "prime", "tree_grpo", "r3", "srl"} | {f"prm:{s}" for s in SOURCES}
 
 
 @pytest.mark.slow
@@ -34,6 +34,8 @@ def test_rl_runs_every_method_in_every_regime_and_writes_metrics(tmp_path):
     assert set(regimes["tools"]["methods"]) == {"outcome_tools", "toolpo"}
     short = regimes["short"]["methods"]
     assert short["spr_online"]["reward"] == "spr_online" and short["prime"]["reward"] == "prime"
+    # the variant row runs the same method with its own settings (step scores in the advantage)
+    assert short["spr_online:step"]["method"] == "spr_online" and short["spr_online:step"]["reward"] == "spr_online:step"
     # PRIME runs two more models beside the policy: their passes are in the ledger; plain GRPO has none
     assert short["prime"]["method_token_passes"] > 0 and short["outcome"]["method_token_passes"] == 0
     for r, reg in regimes.items():

@@ -18,6 +18,10 @@ def test_config_checks_regimes_and_sources():
         RLConfig(regimes=("short", "dense"))
     with pytest.raises(Exception):
         RLConfig(prm_sources=("oracle", "no_such_source"))
+    with pytest.raises(ValueError, match="no settings"):
+        RLConfig(methods=("outcome", "spr_online:nothing"))
+    assert RLConfig().row_variants["spr_online:step"] == {"advantage": "step"}
+    assert "spr_online:step" in RLConfig().methods
     full, quick = PRESETS["full"](), PRESETS["quick"]()
     assert full.prm_sources == ("oracle", "outcome", "spr", "mc", "omega", "implicit", "tree")
     assert full.regimes == quick.regimes == ("short", "sparse")

@@ -48,6 +48,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("train", "train a PRM on step labels, on any transformers backbone at a local path"),
     ("eval", "bon"): ("eval-bon", "best-of-N accuracy of a saved PRM beside majority vote, random and oracle picks"),
     ("serve",): ("serve", "a saved PRM as a remote reward model (OpenRLHF's /get_reward), or a local policy as a completions server"),
+    ("study",): ("study", "the grid: label source x trajectories x domain x seed, study.json and one HTML page"),
+    ("selfeval",): ("selfeval", "introspective signals: Post-Completion Learning, self-knowledge tests, Ctx2Skill self-play"),
 }
 
 

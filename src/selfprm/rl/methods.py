@@ -36,3 +36,7 @@ RL_METHODS: Registry[MethodSpec] = Registry("RL method")
 def register_method(name: str, spec: MethodSpec) -> MethodSpec:
     RL_METHODS.register(name, spec)
     return spec
+
+
+# Post-Completion Learning: imported on first use (its module builds its spec on import)
+RL_METHODS.register_lazy("pcl", "selfprm.rl.pcl:SPEC")

@@ -19,5 +19,7 @@ STUDIES.register_lazy("label", "selfprm.studies.label")
 STUDIES.register_lazy("train", "selfprm.studies.train")
 STUDIES.register_lazy("eval-bon", "selfprm.studies.eval_bon")
 STUDIES.register_lazy("serve", "selfprm.studies.serve")
+STUDIES.register_lazy("selfeval", "selfprm.studies.selfeval")
+STUDIES.register_lazy("study", "selfprm.studies.study")
 
 __all__ = ["STUDIES"]

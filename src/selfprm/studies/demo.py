@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from selfprm.domains.arith import ArithConfig, ArithDomain
+from selfprm.domains.code import CodeConfig, CodeDomain
 from selfprm.eval.metrics import best_of_n, first_error_f1, solution_scores, step_auroc, tune_threshold
 from selfprm.policies.base import reseed, sample_flat
 from selfprm.policies.hf import HFPolicy, HFPolicyConfig
@@ -33,11 +34,14 @@ from selfprm.types import Trajectory, read_trajectories, write_trajectories
 
 @dataclass
 class DemoConfig:
-    """The demo on ``arith``.
+    """The demo on ``arith`` (or ``code``).
 
     Parameters:
         seed: seeds the SFT, the pool's sampling, the labelling and the PRMs.
+        domain_name: ``arith`` (configured by ``domain``) or ``code`` (configured by ``code``: programs
+            with unit tests, outcomes from the sandbox).
         domain: the arith problems (operations, operand ranges, the knobs that make steps hard).
+        code: the code problems, when ``domain_name`` is ``code``.
         lm: shape of the tiny causal LM trained from scratch.
         sft: its supervised fine-tuning (the seed is taken from ``seed``).
         n_sft_problems: worked solutions the policy is fine-tuned on.
@@ -71,7 +75,9 @@ class DemoConfig:
     """
 
     seed: int = 0
+    domain_name: str = "arith"
     domain: ArithConfig = field(default_factory=ArithConfig)
+    code: CodeConfig = field(default_factory=CodeConfig)
     lm: TinyLMConfig = field(default_factory=TinyLMConfig)
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=600))
     n_sft_problems: int = 20000
@@ -112,6 +118,7 @@ class DemoConfig:
 
         # an unknown name fails here, before anything is written
         LABEL_SOURCES.check(self.sources)
+        study_domain(self.domain_name, self.domain, self.code)
 
 
 def _quick() -> DemoConfig:
@@ -124,6 +131,15 @@ def _quick() -> DemoConfig:
 Config = DemoConfig
 PRESETS = {"full": DemoConfig, "quick": _quick}
 DEFAULT_OUT = "runs/demo"
+
+
+def study_domain(name: str, arith: ArithConfig, code: CodeConfig) -> ArithDomain | CodeDomain:
+    """The domain a study's ``domain_name`` picks, built from its config."""
+    if name == "arith":
+        return ArithDomain(arith)
+    if name == "code":
+        return CodeDomain(code)
+    raise ValueError(f"domain_name must be 'arith' or 'code', not {name!r}")
 
 
 def _row_aggregation(config: DemoConfig, loss: str) -> str:
@@ -159,7 +175,7 @@ def run(config: DemoConfig, out: str | Path, *, progress: bool = True) -> dict[s
     """
     run_dir = RunDir(out)
     t_start = time.perf_counter()
-    domain = ArithDomain(config.domain)
+    domain = study_domain(config.domain_name, config.domain, config.code)
     streams = seed_streams(config.seed, [f"seed-{k}" for k in range(config.seeds)])
 
     log("[1/5] policy: tiny causal LM trained from scratch by SFT on worked solutions")
@@ -226,7 +242,7 @@ def deviations(config: DemoConfig) -> list[str]:
     return out
 
 
-def _run_seed(config: DemoConfig, run_dir: RunDir, prefix: str, seed: int, domain: ArithDomain, policy_st, model, tok,
+def _run_seed(config: DemoConfig, run_dir: RunDir, prefix: str, seed: int, domain: ArithDomain | CodeDomain, policy_st, model, tok,
               progress: bool) -> dict[str, Any]:
     """Pool, labels, PRMs and evaluation for one seed: stages under ``prefix/``."""
     streams = seed_streams(seed, ["sampling", "train", "dev", "test", "labels", "prm"])
@@ -363,7 +379,7 @@ def _run_seed(config: DemoConfig, run_dir: RunDir, prefix: str, seed: int, domai
     pool_steps = sum(len(t.steps) for t in train)
     return {
         "domain": domain.name,
-        "domain_config": asdict(config.domain),
+        "domain_config": asdict(domain.config),
         "policy": stats,
         "label_sources": rows,
         "baselines": baselines,

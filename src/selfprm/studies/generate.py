@@ -34,7 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from selfprm.engines import check_engine
 from selfprm.types import Problem, RecordError
+
+# how a run executes, not what it computes: left out of the shards' key, so a run resumes on any engine
+ENGINE_FIELDS = ("engine", "address", "workers")
 
 DOMAIN_NAMES = ("math", "arith")  # the domains a user brings problems for (selfprm.domains.DOMAINS has more)
 OUT_REQUIRED = True
@@ -57,7 +61,10 @@ class GenerateConfig:
         max_new_tokens: most tokens per solution.
         seed: sampling seed (each shard reseeds from it, so a redone shard repeats itself).
         limit: read only the first LIMIT problems (none: all).
-        shard_size: problems per shard (the unit a resumed run redoes at most).
+        shard_size: problems per shard (the unit a resumed run redoes at most, and the unit of work an engine hands out).
+        engine: where the shards run: ``local`` (this process) or ``ray`` (actors each holding a policy replica); both write the same shards, and a run resumes on either.
+        address: the Ray cluster to join (``--engine ray``; empty: start a local one with ``--workers`` CPUs).
+        workers: Ray actors, one CPU and one policy replica each (0: one per CPU of the cluster).
     """
 
     policy: str
@@ -70,6 +77,9 @@ class GenerateConfig:
     seed: int = 0
     limit: int | None = None
     shard_size: int = 64
+    engine: str = "local"
+    address: str = ""
+    workers: int = 0
 
     def __post_init__(self) -> None:
         # checked before anything is written (the CLI turns these into one line)
@@ -88,6 +98,7 @@ class GenerateConfig:
         if not Path(self.problems).is_file():
             raise ValueError(f"--problems {self.problems}: no such file")
         check_policy_spec(self.policy)
+        check_engine(self.engine, self.address, self.workers)
 
 
 Config = GenerateConfig
@@ -138,6 +149,25 @@ def load_policy(command: str, spec: str, domain, *, temperature: float, max_new_
         return load(spec, domain, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     except (ValueError, OSError, KeyError) as e:
         raise user_error(command, ValueError(f"--policy {spec!r}: {e}")) from None
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A policy as a spec and its settings, loaded where it is called: the Ray engine ships this to
+    each actor, which loads its own replica (once) rather than receiving a pickled model."""
+
+    spec: str
+    domain: str
+    template: str | None
+    temperature: float
+    max_new_tokens: int
+    seed: int
+
+    def __call__(self):
+        from selfprm.policies.spec import load_policy as load
+
+        domain, _ = make_domain(self.domain, self.template)
+        return load(self.spec, domain, temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)
 
 
 def meta_path(out: str | Path, suffix: str) -> Path:
@@ -242,13 +272,57 @@ def shard_seed(seed: int, i: int) -> int:
     return seed * 1_000_003 + i
 
 
+class EmptyPolicyError(RuntimeError):
+    """A policy that generated no tokens at all: a broken setup, not data."""
+
+
+@dataclass
+class GenerateShards:
+    """Sampling shards as a :class:`~selfprm.engines.base.ShardJob`: shard ``i`` holds the solutions
+    of its problems, sampled after reseeding the policy to :func:`shard_seed`; ``shard-i.jsonl`` is
+    written atomically, then its mark ``shard-i.json`` (the counts)."""
+
+    policy: Any  # () -> Policy: loaded once per worker
+    n: int
+    seed: int
+    shard_dir: str
+    policy_name: str = ""
+
+    def setup(self):
+        return self.policy()
+
+    def run(self, policy, i: int, chunk) -> dict:
+        from selfprm.policies.base import reseed
+        from selfprm.types import atomic_write_text, write_trajectories
+
+        data, mark = Path(self.shard_dir) / f"shard-{i:05d}.jsonl", Path(self.shard_dir) / f"shard-{i:05d}.json"
+        if data.exists() and mark.exists():  # handed out again after its mark was written: read back
+            info = json.loads(mark.read_text())
+            if info.get("problems") == len(chunk):
+                return info
+        reseed(policy, shard_seed(self.seed, i))
+        t0, passes0 = time.perf_counter(), getattr(policy, "token_passes", 0)
+        groups = policy.sample(chunk, self.n)
+        trajs = [t for group in groups for t in group]
+        info = {"problems": len(chunk), "solutions": len(trajs), "correct": sum(bool(t.outcome) for t in trajs),
+                "truncated": sum(t.truncated for t in trajs), "steps": sum(len(t.steps) for t in trajs),
+                "policy_tokens": sum(t.tokens_generated for t in trajs),
+                "token_passes": getattr(policy, "token_passes", 0) - passes0,
+                "seconds": time.perf_counter() - t0}
+        if trajs and info["policy_tokens"] == 0:
+            raise EmptyPolicyError(f"the policy generated no tokens for shard {i} ({self.policy_name}); "
+                                   "a prompt that fills the model's context leaves no room: check its context length, "
+                                   "stop strings and max_new_tokens")
+        write_trajectories(data, trajs)
+        atomic_write_text(mark, json.dumps(info))  # the shard counts as finished only once this exists
+        return info
+
+
 def run(config: GenerateConfig, out: str | Path, *, progress: bool = True) -> dict:
     """Sample, shard by shard, merge into ``out``; returns the counts written to the meta file."""
-    from tqdm.auto import tqdm
-
-    from selfprm.policies.base import reseed
+    from selfprm.engines import Given, run_shards
     from selfprm.rundir import config_blob
-    from selfprm.types import atomic_write_text, write_json, write_trajectories
+    from selfprm.types import atomic_write_text, write_json
 
     if out is None:
         raise user_error("generate", ValueError("--out is required (the solutions file to write)"))
@@ -263,41 +337,32 @@ def run(config: GenerateConfig, out: str | Path, *, progress: bool = True) -> di
     if not problems:
         raise user_error("generate", ValueError(f"{config.problems}: no problems"))
     blob = config_blob(config)
-    # what the shards depend on: the sampling config and the problems (not where the merge goes)
-    stage = shards_stage(out, "generate", {**blob, "problems": file_digest(config.problems)})
+    # what the shards depend on: the sampling config and the problems (not where the merge goes,
+    # nor the engine that runs them)
+    key = {k: v for k, v in blob.items() if k not in ENGINE_FIELDS}
+    stage = shards_stage(out, "generate", {**key, "problems": file_digest(config.problems)})
     chunks = [problems[s:s + config.shard_size] for s in range(0, len(problems), config.shard_size)]
     shard = [(stage.file(f"shard-{i:05d}.jsonl"), stage.file(f"shard-{i:05d}.json")) for i in range(len(chunks))]
     finished = {i: info for i, info in ((i, finished_shard(stage, data, mark)) for i, (data, mark) in enumerate(shard))
                 if info is not None and info.get("problems") == len(chunks[i])}
-    # the policy is loaded (and a bad spec found) before anything is written, and only when needed
-    policy = None
-    if len(finished) < len(chunks):
-        policy = load_policy("generate", config.policy, domain, temperature=config.temperature,
-                             max_new_tokens=config.max_new_tokens, seed=config.seed)
+    pending = {i: chunk for i, chunk in enumerate(chunks) if i not in finished}
+    spec = PolicySpec(config.policy, config.domain, config.template, config.temperature, config.max_new_tokens,
+                      config.seed)
+    factory: Any = spec
+    if pending and config.engine == "local":
+        # loaded (and a bad spec found) before anything is written, and only when needed; Ray's
+        # actors load their own replicas from the spec
+        factory = Given(load_policy("generate", config.policy, domain, temperature=config.temperature,
+                                    max_new_tokens=config.max_new_tokens, seed=config.seed))
     stage.begin()  # keeps this key's shards, wipes another key's
-    infos = []
-    for i, chunk in enumerate(tqdm(chunks, desc="generate", unit="shard", disable=not progress, leave=False)):
-        if i in finished:
-            infos.append(finished[i])
-            continue
-        data, mark = shard[i]
-        reseed(policy, shard_seed(config.seed, i))
-        t0, passes0 = time.perf_counter(), getattr(policy, "token_passes", 0)
+    job = GenerateShards(factory, config.n, config.seed, str(stage.path), config.policy)
+    try:
         with drop_if_empty(stage):
-            groups = policy.sample(chunk, config.n)
-        trajs = [t for group in groups for t in group]
-        info = {"problems": len(chunk), "solutions": len(trajs), "correct": sum(bool(t.outcome) for t in trajs),
-                "truncated": sum(t.truncated for t in trajs), "steps": sum(len(t.steps) for t in trajs),
-                "policy_tokens": sum(t.tokens_generated for t in trajs),
-                "token_passes": getattr(policy, "token_passes", 0) - passes0,
-                "seconds": time.perf_counter() - t0}
-        if trajs and info["policy_tokens"] == 0:  # a policy that writes nothing is a broken setup, not data
-            raise SystemExit(f"selfprm generate: the policy generated no tokens for shard {i} ({config.policy}); "
-                             "a prompt that fills the model's context leaves no room: check its context length, "
-                             "stop strings and max_new_tokens")
-        write_trajectories(data, trajs)
-        atomic_write_text(mark, json.dumps(info))  # the shard counts as finished only once this exists
-        infos.append(info)
+            new = run_shards(job, pending, engine=config.engine, address=config.address, workers=config.workers,
+                             progress=progress, desc="generate")
+    except EmptyPolicyError as e:
+        raise SystemExit(f"selfprm generate: {e}") from None
+    infos = [finished[i] if i in finished else new[i] for i in range(len(chunks))]
     resumed = len(finished)
     # the merged file is the shards' lines in order: nothing is parsed or rewritten on the way
     atomic_write_text(out, "".join(stage.file(f"shard-{i:05d}.jsonl").read_text(encoding="utf-8")

@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfprm.engines import check_engine
 from selfprm.studies.generate import (
     DOMAIN_NAMES,
+    PolicySpec,
     check_policy_spec,
     drop_if_empty,
     file_digest,
@@ -70,6 +72,9 @@ class LabelConfig:
         template: the math domain's prompt template (none: as the generate run used).
         temperature: rollout sampling temperature (none: as the generate run used, else 1.0).
         max_new_tokens: most tokens per rollout (none: as the generate run used, else 256).
+        engine: where the shards run: ``local`` (this process) or ``ray`` (actors each holding a policy replica); both write the same labels, and a run resumes on either.
+        address: the Ray cluster to join (``--engine ray``; empty: start a local one with ``--workers`` CPUs).
+        workers: Ray actors, one CPU and one policy replica each (0: one per CPU of the cluster).
     """
 
     source: str
@@ -82,6 +87,9 @@ class LabelConfig:
     template: str | None = None
     temperature: float | None = None
     max_new_tokens: int | None = None
+    engine: str = "local"
+    address: str = ""
+    workers: int = 0
 
     def __post_init__(self) -> None:
         # every check that needs no model runs here, before anything is written
@@ -105,6 +113,7 @@ class LabelConfig:
             raise ValueError(f"--shard-size must be at least 1, got {self.shard_size}")
         if self.domain is not None and self.domain not in DOMAIN_NAMES:
             raise ValueError(f"--domain {self.domain!r} is not one of {', '.join(DOMAIN_NAMES)}")
+        check_engine(self.engine, self.address, self.workers)
 
 
 Config = LabelConfig
@@ -155,6 +164,21 @@ def policy_settings(config: LabelConfig) -> dict[str, Any]:
             "temperature": pick("temperature", 1.0), "max_new_tokens": pick("max_new_tokens", 256)}
 
 
+def label_on_engine(source: str, source_kwargs: dict[str, Any], trajectories: list[Trajectory], policy,
+                    shard_dir: str | Path, shard_size: int, seed: int, *, engine: str = "ray", address: str = "",
+                    workers: int = 0, progress: bool = True) -> dict[int, dict]:
+    """Label the unfinished shards of ``shard_dir`` on ``engine``, in the layout of
+    :func:`~selfprm.labels.sharded.run_label_source_sharded` (which then reads them back);
+    ``policy`` is a factory (``PolicySpec``, ``engines.Given``) or None. Returns index -> info of
+    the shards labelled now."""
+    from selfprm.engines import run_shards
+    from selfprm.engines.jobs import LabelShards, pending_label_shards
+
+    job = LabelShards(source, source_kwargs, str(shard_dir), seed, policy)
+    return run_shards(job, pending_label_shards(trajectories, shard_dir, shard_size), engine=engine,
+                      address=address, workers=workers, progress=progress, desc=f"label {source}")
+
+
 def run(config: LabelConfig, out: str | Path, *, progress: bool = True) -> dict:
     """Label in resumable shards, write the labelled file and its cost ledger; returns the ledger."""
     from selfprm.labels import get_label_source
@@ -189,13 +213,21 @@ def run(config: LabelConfig, out: str | Path, *, progress: bool = True) -> dict:
     finished = sum(finished_shard(stage, stage.file(f"shard-{i:05d}.jsonl"), stage.file(f"shard-{i:05d}.json")) is not None
                    for i in range(n_shards))
     policy = None
-    if uses_policy and finished < n_shards:  # loaded before anything is written, and only when needed
+    if uses_policy and finished < n_shards and config.engine == "local":
+        # loaded before anything is written, and only when needed (Ray's actors load their own)
         domain, _ = make_domain(settings["domain"], settings["template"])
         policy = load_policy("label", config.policy, domain, temperature=settings["temperature"],
                              max_new_tokens=settings["max_new_tokens"], seed=config.seed)
     stage.begin()
     try:
         with drop_if_empty(stage):
+            if config.engine != "local" and finished < n_shards:
+                spec = PolicySpec(config.policy, settings["domain"], settings["template"], settings["temperature"],
+                                  settings["max_new_tokens"], config.seed) if uses_policy else None
+                label_on_engine(config.source, config.source_kwargs, trajs, spec, stage.path, config.shard_size,
+                                config.seed, engine=config.engine, address=config.address, workers=config.workers,
+                                progress=progress)
+            # in process: labels what is left; after an engine: reads every shard back, labels nothing
             res = run_label_source_sharded(source, trajs, policy, stage.path, shard_size=config.shard_size,
                                            seed=config.seed, progress=progress)
     except ValueError as e:  # a source that rejects the input (a field it needs is missing)

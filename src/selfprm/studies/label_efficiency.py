@@ -32,12 +32,14 @@ from typing import Any, Callable
 import numpy as np
 
 from selfprm.domains.arith import ArithConfig, ArithDomain
+from selfprm.domains.code import CodeConfig, CodeDomain
 from selfprm.eval.metrics import step_auroc
 from selfprm.labels import get_label_source, run_label_source
 from selfprm.policies.base import sample_flat
 from selfprm.policies.tiny import SFTConfig, TinyLMConfig
 from selfprm.report.tables import cell
 from selfprm.rundir import RunDir, Stage
+from selfprm.studies.demo import study_domain
 from selfprm.studies.stages import log, policy_stage
 from selfprm.types import StepLabels, Trajectory, read_trajectories, write_trajectories
 
@@ -87,7 +89,9 @@ class LabelEfficiencyConfig:
 
     Parameters:
         seed: seeds the SFT, the pool and each budget's sampling stream.
+        domain_name: ``arith`` (configured by ``domain``) or ``code`` (configured by ``code``; needs ``policy=hf``).
         domain: the arith problems; 7-9 operations make trajectories of over 8 steps.
+        code: the code problems, when ``domain_name`` is ``code``.
         policy: ``hf`` (the embedded tiny causal LM after SFT) or ``simulated`` (the noisy solver, no SFT).
         lm: shape of the tiny causal LM.
         sft: its fine-tuning (the seed is taken from ``seed``); longer chains need more steps than the demo's.
@@ -100,7 +104,9 @@ class LabelEfficiencyConfig:
     """
 
     seed: int = 0
+    domain_name: str = "arith"
     domain: ArithConfig = field(default_factory=lambda: ArithConfig(min_ops=7, max_ops=9))
+    code: CodeConfig = field(default_factory=CodeConfig)
     policy: str = "hf"
     lm: TinyLMConfig = field(default_factory=TinyLMConfig)
     # 600 steps left the policy short of learning 8-10-operation chains (loss 0.34, every pool
@@ -116,6 +122,9 @@ class LabelEfficiencyConfig:
     def __post_init__(self) -> None:
         if self.policy not in ("hf", "simulated"):
             raise ValueError(f"policy must be 'hf' or 'simulated', not {self.policy!r}")
+        study_domain(self.domain_name, self.domain, self.code)
+        if self.domain_name != "arith" and self.policy == "simulated":
+            raise ValueError("the simulated policy solves arith only: use policy='hf' for the code domain")
         from selfprm.labels import LABEL_SOURCES
 
         LABEL_SOURCES.check([e.source for e in self.entries.values()])
@@ -162,7 +171,7 @@ def score_labels(pool: list[Trajectory], labels: list[StepLabels | None]) -> dic
     return out
 
 
-def _policy_factory(config: LabelEfficiencyConfig, run_dir: RunDir, domain: ArithDomain,
+def _policy_factory(config: LabelEfficiencyConfig, run_dir: RunDir, domain: ArithDomain | CodeDomain,
                     progress: bool) -> tuple[Callable[[int], Any], dict[str, Any], list[Stage]]:
     """A function ``seed -> fresh policy`` (same weights, own sampling stream), its description, and
     the stage it was built in (none for the simulated solver)."""
@@ -188,9 +197,9 @@ def _policy_factory(config: LabelEfficiencyConfig, run_dir: RunDir, domain: Arit
     return make, info, [stage]
 
 
-def _pool(config: LabelEfficiencyConfig, run_dir: RunDir, domain: ArithDomain, make_policy,
+def _pool(config: LabelEfficiencyConfig, run_dir: RunDir, domain: ArithDomain | CodeDomain, make_policy,
           parents: list[Stage]) -> tuple[Stage, list[Trajectory]]:
-    stage = run_dir.stage("pool", {"policy": config.policy, "domain": config.domain, "n": config.n_problems,
+    stage = run_dir.stage("pool", {"policy": config.policy, "domain": domain.config, "n": config.n_problems,
                                    "samples": config.samples_per_problem, "temperature": config.temperature,
                                    "max_new_tokens": config.max_new_tokens, "seed": config.seed}, parents)
     if stage.done():
@@ -207,7 +216,7 @@ def run(config: LabelEfficiencyConfig, out: str | Path, *, progress: bool = True
     """Run the study into ``out``; returns the report also written to ``out/label_efficiency.json``."""
     run_dir = RunDir(out)
     t_start = time.perf_counter()
-    domain = ArithDomain(config.domain)
+    domain = study_domain(config.domain_name, config.domain, config.code)
     make_policy, policy_info, policy_stages = _policy_factory(config, run_dir, domain, progress)
     pool_stage, pool = _pool(config, run_dir, domain, make_policy, policy_stages)
     n = max(1, len(pool))
@@ -263,7 +272,7 @@ def run(config: LabelEfficiencyConfig, out: str | Path, *, progress: bool = True
 
     report = {
         "policy": policy_info,
-        "domain_config": asdict(config.domain),
+        "domain_config": asdict(domain.config),
         "pool": pool_info,
         "sources": results,
         "skipped": skipped,

@@ -64,7 +64,8 @@ class RLConfig:
     Parameters:
         seeds: independent runs per method.
         methods: registered RL methods to run (``outcome``, ``prm``, ``spr_online``, ``prime``, ``tree_grpo``, ``r3``, ``srl``,
-            ``outcome_tools``, ``toolpo``, ...); ``prm`` runs once per PRM, as rows ``prm:<source>``.
+            ``outcome_tools``, ``toolpo``, ...); ``prm`` runs once per PRM, as rows ``prm:<source>``;
+            ``<method>:<variant>`` runs ``<method>`` with the settings ``row_variants`` gives it.
         regimes: the arith regimes every arith method × seed runs in: ``short`` (``arith``) and
             ``sparse`` (``sparse_arith``), each with its own SFT policy, pool and PRMs.
         arith: the ``short`` regime's problems (chains the tiny policy learns within a few hundred SFT steps).
@@ -81,6 +82,8 @@ class RLConfig:
         grpo: the GRPO core's settings (every method's config starts from them).
         method_kwargs: per-method settings beyond ``grpo`` (JSON on the command line), keyed by the
             method or by a row (``prm:mc``), the row's winning.
+        row_variants: rows ``<method>:<variant>`` (named in ``methods``) and the settings that make
+            each differ from ``<method>``'s own row; ``method_kwargs`` keyed by the row still win.
         token_budget: policy tokens each method × seed generates in GRPO before it stops (0: train
             ``grpo.steps`` rounds, equal samples); with a budget, accuracy is measured when the
             tokens spent reach each of ``grpo.steps // grpo.eval_every`` evenly spaced marks.
@@ -104,8 +107,8 @@ class RLConfig:
     """
 
     seeds: int = 3
-    methods: tuple[str, ...] = ("outcome", "prm", "spr_online", "prime", "tree_grpo", "r3", "srl", "outcome_tools",
-                                "toolpo")
+    methods: tuple[str, ...] = ("outcome", "prm", "spr_online", "spr_online:step", "prime", "tree_grpo", "r3", "srl",
+                                "outcome_tools", "toolpo")
     regimes: tuple[str, ...] = ARITH_REGIMES
     arith: ArithConfig = field(default_factory=lambda: ArithConfig(min_ops=2, max_ops=4))
     # SFT policy's held-out accuracy (100 problems x 2 samples, T=0.7; answers mod 10, so ~0.1 is chance):
@@ -127,6 +130,8 @@ class RLConfig:
     grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(steps=30, prompts_per_step=8, group_size=8, lr=1e-4,
                                                                  eval_every=10, eval_samples=2, max_new_tokens=64))
     method_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # online SPR's paper form rewards the outcome only; its step scores in the advantage are a second row
+    row_variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"spr_online:step": {"advantage": "step"}})
     # 0 here (equal samples); the full preset sets FULL_TOKEN_BUDGET, the quick one QUICK_TOKEN_BUDGET
     token_budget: int = 0
     prm_path: str = ""
@@ -154,7 +159,11 @@ class RLConfig:
     def __post_init__(self) -> None:
         from selfprm.labels import LABEL_SOURCES
 
-        RL_METHODS.check(self.methods)
+        RL_METHODS.check([method_of(m) for m in self.methods])
+        loose = [m for m in self.methods if ":" in m and m not in self.row_variants]
+        if loose:
+            raise ValueError(f"row(s) {loose} name a variant with no settings in row_variants: they would rerun "
+                             "their method unchanged")
         LABEL_SOURCES.check(self.prm_sources)
         bad = [r for r in self.regimes if r not in ARITH_REGIMES]
         if bad:
@@ -188,6 +197,11 @@ QUICK_TOKEN_BUDGET = 7_200
 Config = RLConfig
 PRESETS = {"full": _full, "quick": _quick}
 DEFAULT_OUT = "runs/rl"
+
+
+def method_of(row: str) -> str:
+    """The registered method a ``methods`` entry runs: ``spr_online:step`` runs ``spr_online``."""
+    return row.split(":", 1)[0]
 
 
 def method_config(name: str, base: GRPOConfig, seed: int, extra: dict[str, Any] | None = None) -> GRPOConfig:
@@ -299,8 +313,8 @@ def run(run: RLConfig, out: str | Path, *, progress: bool = True) -> dict[str, A
 
     run_dir = RunDir(out)
     t_start = time.perf_counter()
-    arith_methods = [m for m in run.methods if RL_METHODS.get(m).domain == "arith"]
-    tools_methods = [m for m in run.methods if RL_METHODS.get(m).domain == "tools"]
+    arith_methods = [m for m in run.methods if RL_METHODS.get(method_of(m)).domain == "arith"]
+    tools_methods = [m for m in run.methods if RL_METHODS.get(method_of(m)).domain == "tools"]
     regimes = list(run.regimes) if arith_methods else []
     if run.search and "short" not in regimes:
         regimes.insert(0, "short")  # the search runs on the short regime's policy
@@ -318,7 +332,7 @@ def run(run: RLConfig, out: str | Path, *, progress: bool = True) -> dict[str, A
         policies[r] = (stage, model, tok)
 
     # 2. pools and PRMs -------------------------------------------------------------------------
-    needs_prm = any(RL_METHODS.get(m).needs_prm for m in arith_methods)
+    needs_prm = any(RL_METHODS.get(method_of(m)).needs_prm for m in arith_methods)
     search_src = None if run.prm_path else ("oracle" if "oracle" in run.prm_sources else
                                             (run.prm_sources[0] if run.prm_sources else None))
     user_prm = None
@@ -360,12 +374,13 @@ def run(run: RLConfig, out: str | Path, *, progress: bool = True) -> dict[str, A
                     domain.sample_problems(run.n_eval_problems, seed=202, prefix="rl-eval"))
         pstage, _, tok = policies[r]
         rows: list[tuple[str, str, Any]] = []  # (row, method, prm source or None)
-        for name in names:
+        for entry in names:
+            name = method_of(entry)
             spec = RL_METHODS.get(name)
-            if name == "prm":
+            if entry == "prm":
                 rows += [(f"prm:{src}", name, src) for src in prms[r]]
             else:
-                rows.append((name, name, ref_src if spec.needs_prm else None))
+                rows.append((entry, name, ref_src if spec.needs_prm else None))
         methods: dict[str, Any] = {}
         for row, name, src in rows:
             spec = RL_METHODS.get(name)
@@ -374,7 +389,8 @@ def run(run: RLConfig, out: str | Path, *, progress: bool = True) -> dict[str, A
             prm_st, prm, cost = prms[r][src] if src else (None, None, None)
             recs = []
             for seed in range(run.seeds):
-                cfg = method_config(name, grpo, seed, {**run.method_kwargs.get(name, {}), **run.method_kwargs.get(row, {})})
+                cfg = method_config(name, grpo, seed, {**run.method_kwargs.get(name, {}), **run.row_variants.get(row, {}),
+                                                       **run.method_kwargs.get(row, {})})
                 key = {"method": name, "row": row, "config": cfg,
                        "problems": [run.n_train_problems, run.n_eval_problems]}
                 if run.token_budget:  # only when set, so runs budgeted in samples keep their cached stages

@@ -55,10 +55,13 @@ def policy_stage(run: RunDir, name: str, domain, n_sft_problems: int, lm, sft,
 
 def label_stage(run: RunDir, name: str, source_name: str, kwargs: dict[str, Any], trajectories: Sequence[Trajectory],
                 policy, parents: Sequence[Stage], shard_size: int, seed: int,
-                progress: bool = True) -> tuple[Stage, list[StepLabels | None], dict[str, Any]]:
+                progress: bool = True, engine: str = "local",
+                address: str = "") -> tuple[Stage, list[StepLabels | None], dict[str, Any]]:
     """``source_name``'s labels of ``trajectories``, labelled in shards under ``name/shards`` so an
     interrupted job resumes from its finished shards; the labelled ones are also exported as
-    ``name/labels.jsonl`` (stepwise supervision). Returns ``(stage, labels, cost summary)``."""
+    ``name/labels.jsonl`` (stepwise supervision). ``engine="ray"`` labels the shards on Ray actors
+    (at ``address``, else a local cluster), each with a replica of ``policy``; the labels are the
+    same. Returns ``(stage, labels, cost summary)``."""
     from selfprm.labels import get_label_source
     from selfprm.labels.sharded import run_label_source_sharded
 
@@ -68,6 +71,12 @@ def label_stage(run: RunDir, name: str, source_name: str, kwargs: dict[str, Any]
     if not done:
         stage.begin()
     src = get_label_source(source_name, **kwargs)
+    if engine != "local" and not done:
+        from selfprm.engines import Given
+        from selfprm.studies.label import label_on_engine
+
+        label_on_engine(source_name, kwargs, list(trajectories), None if policy is None else Given(policy),
+                        stage.file("shards"), shard_size, seed, engine=engine, address=address, progress=progress)
     # finished shards are read back, not relabelled
     res = run_label_source_sharded(src, trajectories, policy, stage.file("shards"), shard_size=shard_size,
                                    seed=seed, progress=progress)

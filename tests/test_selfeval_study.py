@@ -1,0 +1,94 @@
+"""``selfprm selfeval``: the config, the command's flags, the Ctx2Skill hand-off, and one tiny run end to end."""
+
+import json
+import math
+
+import pytest
+
+from selfprm.policies.tiny import SFTConfig, TinyLMConfig
+from selfprm.prm.train import PRMTrainConfig
+from selfprm.rl.grpo import GRPOConfig
+from selfprm.rl.pcl import DualTrackConfig
+from selfprm.studies import STUDIES
+from selfprm.studies.selfeval import PRESETS, SelfEvalConfig, run, table
+
+
+def tiny(**kw) -> SelfEvalConfig:
+    base = dict(
+        parts=("pcl", "self_knowledge"), seeds=1, lm=TinyLMConfig(n_layer=1, n_head=2, n_embd=32, n_positions=128),
+        sft=SFTConfig(steps=80, batch_size=16, warmup=5), n_sft_problems=200,
+        dual_track=DualTrackConfig(problems=4, samples=2, steps=10, max_new_tokens=40),
+        grpo=GRPOConfig(steps=1, prompts_per_step=2, group_size=2, eval_every=1, max_new_tokens=40, ppo_epochs=1),
+        n_train_problems=4, n_eval_problems=4, bon_problems=3, bon_n=2, prm_pool_problems=6, prm_pool_samples=2,
+        prm_train=PRMTrainConfig(epochs=1, batch_size=8), judge_problems=4, judge_samples=2, stability_trajectories=3,
+        pushback_trajectories=3, n_bins=3, cross_sft_steps=20,
+        prm_sources=("oracle", "outcome"))  # (SPR drops truncated solutions: most of an 80-step SFT policy's)
+    return SelfEvalConfig(**{**base, **kw})
+
+
+def test_config_checks_parts_and_the_oracle_prm():
+    with pytest.raises(ValueError, match="unknown part"):
+        SelfEvalConfig(parts=("pcl", "nope"))
+    with pytest.raises(ValueError, match="oracle"):
+        SelfEvalConfig(prm_sources=("outcome",))
+    assert SelfEvalConfig(parts=("pcl",), prm_sources=("outcome",)).prm_sources == ("outcome",)
+    assert set(PRESETS) == {"full", "quick"} and PRESETS["quick"]().seeds == 1 and PRESETS["full"]().seeds == 3
+
+
+def test_the_command_builds_the_config_from_flags():
+    from selfprm.cli import _build_parser, config_from_args
+
+    argv = ["selfeval", "--quick", "--out", "x", "--parts", "pcl,self_knowledge", "--ctx2skill", '{"rounds": 1}',
+            "--pcl-kwargs", '{"w_cons": 2.0}', "--dual-track.steps", "7"]
+    cfg = config_from_args(STUDIES.get("selfeval"), _build_parser(argv).parse_args(argv))
+    assert cfg.parts == ("pcl", "self_knowledge") and cfg.ctx2skill == {"rounds": 1}
+    assert cfg.pcl_kwargs == {"w_cons": 2.0} and cfg.dual_track.steps == 7 and cfg.seeds == 1
+
+
+def test_the_ctx2skill_part_runs_the_other_module_with_the_overrides(tmp_path, monkeypatch):
+    import selfprm.selfplay.ctx2skill as c2s
+
+    seen = {}
+
+    def fake(config, out, *, progress=True):
+        seen["config"], seen["out"] = config, out
+        return {"accuracy": {"evolved": 0.5, "none": 0.25, "random": 0.3}, "rounds": config.rounds}
+
+    monkeypatch.setattr(c2s, "run_ctx2skill", fake)
+    m = run(SelfEvalConfig(parts=("ctx2skill",), ctx2skill={"rounds": 1}), tmp_path, progress=False)
+    assert seen["config"].rounds == 1 and seen["out"] == tmp_path / "ctx2skill"
+    assert m == {"ctx2skill": {"accuracy": {"evolved": 0.5, "none": 0.25, "random": 0.3}, "rounds": 1}}
+    assert json.loads((tmp_path / "selfeval_metrics.json").read_text()) == m
+    assert "| 0.500 | 0.250 | 0.300 | 1 |" in (tmp_path / "selfeval_table.md").read_text()
+
+
+def test_the_table_marks_a_judge_without_text_as_having_no_pushback():
+    sk = {"prm:oracle": {"level": "step", "ece": 0.1, "brier": 0.2, "auroc": 0.9, "overconfidence": -0.05,
+                         "stability_sd": 0.01, "pushback_flip_rate": None}}
+    md = table({"self_knowledge": sk})
+    assert "| prm:oracle | step | 0.100 | 0.200 | 0.900 | -0.050 | 0.010 | — |" in md
+
+
+@pytest.mark.slow
+def test_a_tiny_run_end_to_end_writes_the_schema_and_resumes(tmp_path, one_torch_thread):
+    m = run(tiny(), tmp_path, progress=False)
+    p = m["pcl"]
+    for k in ("accuracy", "baseline_accuracy", "ece", "brier", "auroc", "inference_extra_tokens"):
+        assert k in p and (p[k] is None or isinstance(p[k], float))
+    assert p["inference_extra_tokens"] == 0.0  # generation stopped at the marker
+    assert p["evaluation_mode_tokens"] > 0 and p["grpo_samples"] == p["baseline_grpo_samples"] == 4
+    assert set(p["bon"]) >= {"self_eval", "prm:oracle", "prm:outcome"}
+    sk = m["self_knowledge"]
+    assert set(sk) == {"prm:oracle", "prm:outcome", "pcl_self_eval"}
+    assert all(sk[j]["pushback_flip_rate"] is None for j in ("prm:oracle", "prm:outcome"))
+    assert 0.0 <= sk["pcl_self_eval"]["pushback_flip_rate"] <= 1.0
+    # a judge scores what it can (PCL's tiny self-evaluation may not follow its template: unscored)
+    assert all(0.0 <= sk[j]["brier"] <= 1.0 for j in sk if sk[j]["n_scored"]) and sk["prm:oracle"]["n_scored"] > 0
+    # the spread is defined exactly where some step could be rewritten (a tiny policy's steps may not parse)
+    assert all(math.isnan(sk[j]["stability_sd"]) == (sk[j]["stability"]["steps"] == 0) for j in sk)
+    assert set(m["self_vs_cross"]["auroc"]) == {"long_sft", "short_sft"}
+    assert (tmp_path / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## Self-knowledge" in (tmp_path / "selfeval_table.md").read_text()
+    # a rerun trains nothing again and measures the same
+    again = run(tiny(), tmp_path, progress=False)
+    assert json.dumps(again, sort_keys=True, default=str) == json.dumps(m, sort_keys=True, default=str)
