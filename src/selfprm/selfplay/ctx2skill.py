@@ -1,0 +1,317 @@
+"""Ctx2Skill self-play: Challenger, Reasoner, Judge, Proposer and Generator evolve skill files.
+
+Si et al., 2026, "From Context to Skills: Can Language Models Learn from Context Skillfully?"
+(arXiv 2604.27660; code github.com/S1s-Z/Ctx2Skill). Each round ``t``:
+
+1. the Challenger, reading the context and its skills ``C_t``, writes tasks with rubrics;
+2. the Reasoner answers each task reading only its skills ``S_t`` (no weights change);
+3. the Judge gives a binary verdict per task, partitioning them into solved ``P_t`` and failed ``F_t``;
+4. routing: ``F_t`` goes to the Reasoner's Proposer and Generator, ``S_{t+1} = Gen(S_t, Prop(F_t))``,
+   and ``P_t`` to the Challenger's, ``C_{t+1} = Gen(C_t, Prop(P_t))`` (the Challenger learns what
+   the Reasoner already solves, so its tasks move to the Reasoner's weaknesses and grow longer);
+5. Cross-time Replay (:mod:`selfprm.selfplay.replay`) replays every ``S_j, j <= t+1`` on the easy
+   (solved) and hard (failed) probes kept so far and selects the balanced one.
+
+All roles talk through the OpenAI-compatible chat API (:class:`~selfprm.policies.openai_chat.ChatClient`).
+With ``base_url`` unset, the embedded default runs: a tiny Reasoner trained to use in-context
+``arith`` facts (:mod:`selfprm.selfplay.reasoner_lm`, cached in the run directory) and rule-based
+Challenger, Judge, Proposer and Generator (:mod:`selfprm.selfplay.roles`), served by a child
+process on loopback (:func:`~selfprm.selfplay.offline_server.serve_offline`).
+
+Measured, with the exact ``arith`` verifier (never shown to the loop): the Reasoner's accuracy on
+held-out tasks with the replay-selected skills after every round, with no skills, and with as many
+randomly chosen true facts; the Judge's agreement with the verifier on every judged task; and how
+many rounds the replay guard picked an earlier skill set than the latest.
+
+Deviations from the paper and its code (whose source was not reachable from here; the method
+follows the paper's abstract, README and summaries): the context is the ``arith`` operation table,
+not a CL-bench document; offline, four roles are rule-based players, not LMs; tasks have one rubric
+(the final answer) rather than several; the Generator drops the oldest entries past a capacity
+(the tiny Reasoner's window); the replay score weighs easy and hard pass rates equally; the loop
+keeps evolving from the latest set while the replay-selected one is what is reported.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from selfprm.domains.arith import ArithDomain, apply_op
+from selfprm.policies.openai_chat import ChatClient, ChatClientConfig
+from selfprm.rundir import RunDir
+from selfprm.selfplay import roles
+from selfprm.selfplay.reasoner_lm import ReasonerLMConfig, all_facts, fact_text
+from selfprm.selfplay.replay import ReplayScore, pass_rate, select_balanced
+from selfprm.selfplay.skills import SkillSet, parse_edits, parse_skills
+from selfprm.studies.stages import log, seed_streams
+from selfprm.types import Problem
+
+
+@dataclass
+class Ctx2SkillConfig:
+    """Ctx2Skill self-play (Si et al., 2026) over ``arith``.
+
+    Parameters:
+        reasoner: the offline tiny Reasoner (its world, shape and training); its ``domain`` is the tasks'.
+        base_url: an OpenAI-compatible server for every role; None: start the offline one.
+        reasoner_model: ``model`` name of the Reasoner.
+        challenger_model: ``model`` name of the Challenger.
+        judge_model: ``model`` name of the Judge.
+        proposer_model: ``model`` name of the Proposer (both sides).
+        generator_model: ``model`` name of the Generator (both sides).
+        rounds: self-play rounds.
+        tasks_per_round: tasks the Challenger writes per round.
+        reasoner_capacity: most entries in the Reasoner's skill file; None: the tiny Reasoner's ``max_skills``.
+        challenger_capacity: most entries in the Challenger's skill file.
+        probes_per_round: easy and hard probes kept per round (each) for the replay.
+        n_test: held-out tasks for the accuracy measurements.
+        judge_noise: offline Judge's chance of flipping a verdict.
+        reasoner_max_tokens: most tokens of a Reasoner reply.
+        seed: the held-out tasks, the random skills, the Challenger's draws and the Judge's noise.
+    """
+
+    reasoner: ReasonerLMConfig = field(default_factory=ReasonerLMConfig)
+    base_url: str | None = None
+    reasoner_model: str = "reasoner"
+    challenger_model: str = "challenger"
+    judge_model: str = "judge"
+    proposer_model: str = "proposer"
+    generator_model: str = "generator"
+    rounds: int = 6
+    tasks_per_round: int = 16
+    reasoner_capacity: int | None = None
+    challenger_capacity: int = 64
+    probes_per_round: int = 4
+    n_test: int = 100
+    judge_noise: float = 0.1
+    reasoner_max_tokens: int = 48
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.tasks_per_round < 1 or self.n_test < 1:
+            raise ValueError("rounds, tasks_per_round and n_test must be at least 1")
+        if not 0.0 <= self.judge_noise <= 1.0:
+            raise ValueError(f"judge_noise must lie in [0, 1], got {self.judge_noise}")
+        if self.reasoner_capacity is None:
+            self.reasoner_capacity = self.reasoner.max_skills
+
+
+class SelfPlay:
+    """One run's roles over a chat client: each method is one role's turn."""
+
+    def __init__(self, config: Ctx2SkillConfig, client: ChatClient, domain: ArithDomain):
+        self.c, self.client, self.domain = config, client, domain
+        self.context = roles.context_document(domain, all_facts(domain))
+        self._verdicts: dict[tuple[str, str], bool] = {}
+
+    def challenge(self, skills: SkillSet, round_: int, seed: int) -> list[tuple[Problem, str]]:
+        reply = self.client.chat(self.c.challenger_model,
+                                 roles.challenger_messages(self.context, skills, self.c.tasks_per_round, seed))
+        tasks = []
+        for i, line in enumerate(reply.splitlines(), start=1):
+            if not line.strip():
+                continue
+            p, rubric = roles.parse_task(line, self.domain, f"r{round_}-{i}", f"challenger reply (round {round_})", i)
+            if rubric is None:
+                raise ValueError(f"challenger reply (round {round_}):{i}: the task has no '=> <answer>' rubric")
+            tasks.append((p, rubric))
+        return tasks
+
+    def answer(self, skills: SkillSet, task: Problem) -> str:
+        return self.client.chat(self.c.reasoner_model, roles.reasoner_messages(skills, task),
+                                max_tokens=self.c.reasoner_max_tokens)
+
+    def judge(self, task: Problem, rubric: str, response: str) -> bool:
+        return roles.parse_verdict(self.client.chat(self.c.judge_model, roles.judge_messages(task, rubric, response)))
+
+    def evolve(self, side: str, skills: SkillSet, cases: list[tuple[Problem, str]], n_tasks: int,
+               capacity: int) -> SkillSet:
+        """Proposer then Generator of one side; unchanged when it has no cases."""
+        if not cases:
+            return skills
+        proposal = self.client.chat(self.c.proposer_model,
+                                    roles.proposer_messages(side, self.context, skills, cases, n_tasks))
+        edits = parse_edits(proposal, f"{side} proposer reply")
+        if not edits:
+            return skills
+        reply = self.client.chat(self.c.generator_model, roles.generator_messages(side, skills, edits, capacity))
+        new = parse_skills(reply, f"{side} generator reply")
+        return SkillSet(new.entries[-capacity:])
+
+    def replay_verdict(self, skills: SkillSet, task: Problem, rubric: str) -> bool:
+        """The Judge's verdict on the Reasoner's answer with ``skills`` (memoised: sets are frozen)."""
+        key = (skills.render(), task.prompt)
+        if key not in self._verdicts:
+            self._verdicts[key] = self.judge(task, rubric, self.answer(skills, task))
+        return self._verdicts[key]
+
+    def accuracy(self, skills: SkillSet, problems: list[Problem]) -> float:
+        """Held-out accuracy by the exact verifier."""
+        ok = 0
+        for p in problems:
+            _, ans, _ = self.domain.parse_completion(self.answer(skills, p))
+            ok += self.domain.check_answer(p, ans)
+        return ok / len(problems)
+
+
+def random_skills(domain: ArithDomain, n: int, seed: int) -> SkillSet:
+    """``n`` true facts of the context drawn at random (the equal-count control)."""
+    facts = all_facts(domain)
+    rng = np.random.default_rng(seed)
+    m = domain.config.modulus
+    picks = rng.choice(len(facts), size=min(n, len(facts)), replace=False)
+    return SkillSet(tuple(fact_text(facts[i], apply_op(*facts[i], m)) for i in picks))
+
+
+def self_play(sp: SelfPlay, test: list[Problem], seeds: dict[str, int], progress: bool = True) -> dict[str, Any]:
+    """The loop of the module docstring; returns the metrics (see :func:`run_ctx2skill`)."""
+    c = sp.c
+    reasoner, challenger = SkillSet(), SkillSet()
+    history = [reasoner]
+    easy: list[tuple[Problem, str]] = []
+    hard: list[tuple[Problem, str]] = []
+    agree, judged, guard_used = 0, 0, 0
+    none_acc = sp.accuracy(SkillSet(), test)
+    curve: list[dict[str, Any]] = [{"round": 0, "evolved": none_acc, "latest": none_acc, "n_skills": 0}]
+    selected = reasoner
+    for r in range(1, c.rounds + 1):
+        tasks = sp.challenge(challenger, r, seeds["challenger"] + r)
+        solved, failed = [], []
+        for p, rubric in tasks:
+            resp = sp.answer(reasoner, p)
+            verdict = sp.judge(p, rubric, resp)
+            _, ans, _ = sp.domain.parse_completion(resp)
+            agree += verdict == sp.domain.check_answer(p, ans)
+            judged += 1
+            cases, probes = (solved, easy) if verdict else (failed, hard)
+            cases.append((p, resp))
+            if len(cases) <= c.probes_per_round:  # the round's representatives for the replay
+                probes.append((p, rubric))
+        # routing: failures teach the Reasoner, successes teach the Challenger
+        reasoner = sp.evolve("reasoner", reasoner, failed, len(tasks), c.reasoner_capacity)
+        challenger = sp.evolve("challenger", challenger, solved, len(tasks), c.challenger_capacity)
+        history.append(reasoner)
+        scores = [ReplayScore(pass_rate([sp.replay_verdict(s, p, rb) for p, rb in easy]),
+                              pass_rate([sp.replay_verdict(s, p, rb) for p, rb in hard])) for s in history]
+        j = select_balanced(scores)
+        guard_used += j != len(history) - 1
+        selected = history[j]
+        evolved_acc = sp.accuracy(selected, test)
+        latest_acc = evolved_acc if j == len(history) - 1 else sp.accuracy(reasoner, test)
+        curve.append({"round": r, "evolved": evolved_acc, "latest": latest_acc, "selected": j,
+                      "n_skills": len(selected), "solved_rate": len(solved) / max(1, len(tasks)),
+                      "task_ops": float(np.mean([len(p.meta["chain"]) for p, _ in tasks])) if tasks else 0.0,
+                      "replay": [[s.easy, s.hard] for s in scores]})
+        if progress:
+            log(f"ctx2skill round {r}: solved {len(solved)}/{len(tasks)}, replay picks set {j} "
+                f"({len(selected)} skills), held-out accuracy {evolved_acc:.3f} (latest {latest_acc:.3f})")
+    rand = random_skills(sp.domain, len(selected), seeds["random"])
+    return {
+        "accuracy": {"evolved": curve[-1]["evolved"], "none": none_acc, "random": sp.accuracy(rand, test)},
+        "latest_accuracy": curve[-1]["latest"],
+        "rounds": c.rounds,
+        "curve": curve,
+        "judge_agreement": agree / max(1, judged),
+        "judged_tasks": judged,
+        "replay_guard_used": guard_used,
+        "reasoner_skills": selected.render(),
+        "latest_reasoner_skills": reasoner.render(),
+        "challenger_skills": challenger.render(),
+        "random_skills": rand.render(),
+    }
+
+
+def quick_config(seed: int = 0) -> Ctx2SkillConfig:
+    """The ``--quick`` setting: the same Reasoner (fewer SFT steps do not learn to read the skills),
+    fewer rounds, tasks and held-out problems."""
+    return Ctx2SkillConfig(reasoner=ReasonerLMConfig(seed=seed), rounds=3, tasks_per_round=12, n_test=50, seed=seed)
+
+
+PRESETS = {"full": Ctx2SkillConfig(), "quick": quick_config()}
+
+
+def plot_curve(metrics: dict[str, Any], path: Path) -> None:
+    """Held-out accuracy over rounds: replay-selected and latest skills, beside no and random skills."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = [p["round"] for p in metrics["curve"]]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(rounds, [p["evolved"] for p in metrics["curve"]], marker="o", label="evolved (replay-selected)")
+    ax.plot(rounds, [p["latest"] for p in metrics["curve"]], ls="--", marker=".", label="latest skills")
+    ax.axhline(metrics["accuracy"]["none"], color="grey", ls=":", label="no skills")
+    ax.axhline(metrics["accuracy"]["random"], color="tab:red", ls=":", label="random skills (same count)")
+    ax.set_xlabel("self-play round")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title("Ctx2Skill: Reasoner accuracy over rounds")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def reasoner_stage(run: RunDir, config: ReasonerLMConfig, progress: bool = True):
+    """The offline tiny Reasoner, trained once and saved as ``ctx2skill/reasoner/model``."""
+    stage = run.stage("ctx2skill/reasoner", config)
+    if stage.done():
+        return stage
+    from selfprm.selfplay.reasoner_lm import train_reasoner
+
+    stage.begin()
+    t0 = time.time()
+    model, tok, losses = train_reasoner(config, progress=progress)
+    with stage.atomic_dir("model") as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    stage.write_json("sft_losses.json", losses)
+    stage.finish({"sft_final_loss": float(np.mean(losses[-20:])) if losses else float("nan"),
+                  "seconds": time.time() - t0})
+    return stage
+
+
+def run_ctx2skill(config: Ctx2SkillConfig, out: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Self-play against ``config.base_url`` (or the offline server it starts), measured on held-out
+    tasks; writes ``ctx2skill_metrics.json``, the skill files and ``ctx2skill_accuracy.png`` into
+    ``out`` and returns the metrics: ``accuracy`` {evolved, none, random}, ``rounds``, ``curve``
+    (one entry per round, round 0 without skills), ``judge_agreement``, ``replay_guard_used``, ..."""
+    from selfprm.selfplay.offline_server import serve_offline
+
+    out = Path(out)
+    run = RunDir(out)
+    domain = ArithDomain(config.reasoner.domain)
+    seeds = seed_streams(config.seed, ["test", "challenger", "random", "judge"])
+    test = domain.sample_problems(config.n_test, seed=seeds["test"], prefix="heldout")
+    client_cfg = ChatClientConfig(temperature=0.0, seed=config.seed)
+    t0 = time.time()
+    if config.base_url is None:
+        rstage = reasoner_stage(run, config.reasoner, progress=progress)
+        stage = run.stage("ctx2skill/selfplay", config, [rstage])
+        if stage.done():
+            metrics = stage.read_json("metrics.json")
+        else:
+            stage.begin()
+            with serve_offline(rstage.file("model"), config.reasoner.domain, config.judge_noise, seeds["judge"],
+                               stage.file("server.log")) as url:
+                client = ChatClient(url, client_cfg)
+                metrics = self_play(SelfPlay(config, client, domain), test, seeds, progress)
+            metrics["chat_requests"] = client.requests
+            metrics["seconds"] = time.time() - t0
+            stage.write_json("metrics.json", metrics)
+            stage.finish({k: metrics[k] for k in ("judge_agreement", "replay_guard_used")})
+    else:
+        client = ChatClient(config.base_url, client_cfg)
+        metrics = self_play(SelfPlay(config, client, domain), test, seeds, progress)
+        metrics["chat_requests"] = client.requests
+        metrics["seconds"] = time.time() - t0
+    for name in ("reasoner_skills", "challenger_skills"):
+        (out / f"ctx2skill_{name}.md").write_text(metrics[name])
+    run.write_json("ctx2skill_metrics.json", metrics)
+    plot_curve(metrics, out / "ctx2skill_accuracy.png")
+    metrics["plot"] = str(out / "ctx2skill_accuracy.png")
+    return metrics
