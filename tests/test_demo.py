@@ -16,7 +16,7 @@ def _tiny_config() -> DemoConfig:
     # time, so every metric is defined. (With 40 steps every step was wrong: AUROC NaN, which an
     # isinstance(float) check let through.)
     return DemoConfig(
-        domain=ArithConfig(min_ops=1, max_ops=1),
+        arith=ArithConfig(min_ops=1, max_ops=1),
         lm=TinyLMConfig(n_layer=1, n_head=2, n_embd=64, n_positions=96),
         sft=SFTConfig(steps=400, batch_size=32, warmup=5),
         n_sft_problems=500,

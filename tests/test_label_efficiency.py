@@ -116,7 +116,7 @@ def test_a_failing_source_fails_the_study_and_keeps_the_finished_cells(tmp_path,
 @pytest.mark.slow
 def test_label_efficiency_end_to_end_with_the_tiny_hf_policy(tmp_path):
     cfg = LabelEfficiencyConfig(
-        policy="hf", domain=ArithConfig(min_ops=2, max_ops=3), lm=TinyLMConfig(n_layer=1, n_head=2, n_embd=32, n_positions=96),
+        policy="hf", arith=ArithConfig(min_ops=2, max_ops=3), lm=TinyLMConfig(n_layer=1, n_head=2, n_embd=32, n_positions=96),
         sft=SFTConfig(steps=20, warmup=2), n_sft_problems=200, max_new_tokens=30, n_problems=3, samples_per_problem=2,
         entries={
             "mc": Budgeted("mc", [{"n_rollouts": 1}]),

@@ -1,11 +1,13 @@
 """The ``selfprm`` command line: one parser for every study, its flags built from the study's config.
 
-    selfprm demo [--quick] [--out DIR]            the spine on the embedded arith domain
+    selfprm demo [--quick] [--domain code]        the spine on a synthetic domain (arith by default)
     selfprm label-efficiency [--quick]            label quality against policy tokens, per source
     selfprm real [--quick] [--out DIR]            PRMs on real text from self-supervised sources
     selfprm rl [--quick] [--out DIR]              GRPO with step rewards; best-of-N and beam search
     selfprm jepa [--quick] [--out DIR]            UI-JEPA: intent from unlabeled UI streams
     selfprm eval processbench --prm PATH          ProcessBench first-error F1 of a saved PRM
+    selfprm study [--quick] [--engine ray]        the grid: source x trajectories x domain x seed, one HTML page
+    selfprm selfeval [--quick] [--out DIR]        PCL, self-knowledge tests of every judge, Ctx2Skill self-play
 
     From a user's model and problems to a PRM, each step reading and writing files one can inspect:
     selfprm generate --policy SPEC --problems FILE --n N --out traj.jsonl     sample solutions
@@ -37,7 +39,7 @@ from typing import Any, Callable, Sequence
 
 # command words -> (study name in selfprm.studies.STUDIES, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("demo",): ("demo", "run the whole pipeline on the synthetic arith domain"),
+    ("demo",): ("demo", "run the whole pipeline on a synthetic domain (arith, or --domain code)"),
     ("label-efficiency",): ("label-efficiency", "label quality per policy token, every source, one shared pool"),
     ("real",): ("real", "train PRMs per label source on real text, evaluate on ProcessBench"),
     ("rl",): ("rl", "GRPO variants with dense step rewards, and PRM-guided search, on the tiny policy"),

@@ -30,8 +30,8 @@ to one sandboxed process (:func:`sandboxed_tests`: each in a fresh namespace, th
 output, kills its interpreter), each program is rerun alone so one cannot cost the others their
 verdict. Verdicts are cached per domain instance by program text, and :meth:`CodeDomain.from_texts`
 runs a whole batch of completions in one process (~0.6 ms a program, against ~40 ms for a process
-of its own unloaded, ~90 ms on a loaded 2-core machine). The policies call ``from_text`` one
-completion at a time today, so there each program not seen before still costs a process.
+of its own unloaded, ~90 ms on a loaded 2-core machine). The policies and RL rollouts judge each
+generation batch through :func:`selfprm.policies.base.judge_texts`, so a batch costs one process.
 
 *Step oracle* (:meth:`CodeDomain.judge_steps`). Let ``L_1..L_k`` be the reference lines and
 ``r`` the reference's returned name. Step ``i`` of a solution is **sound iff the program made of

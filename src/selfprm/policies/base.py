@@ -55,8 +55,21 @@ class TextCompletionPolicy:
 
     def continue_from(self, prefixes: Sequence[Prefix], n: int) -> list[list[Trajectory]]:
         groups = self.complete([self.domain.render(p.problem, p.steps) for p in prefixes], n)
-        return [[self.domain.from_text(p.problem, p.steps, text, k) for text, k in group]
-                for p, group in zip(prefixes, groups)]
+        flat = judge_texts(self.domain, [(p.problem, p.steps, text, k) for p, group in zip(prefixes, groups)
+                                         for text, k in group])
+        rows = iter(flat)
+        return [[next(rows) for _ in group] for _, group in zip(prefixes, groups)]
+
+
+def judge_texts(domain: Domain, items: Sequence[tuple[Problem, Sequence[str], str, int]]) -> list[Trajectory]:
+    """``domain.from_text`` for many continuations ``(problem, steps_before, generated, tokens)``, in
+    order: one ``from_texts`` call where the domain's class defines it (``code`` judges the whole
+    batch in one sandboxed process), one ``from_text`` per item otherwise. The lookup is on the
+    class so a wrapper that delegates by ``__getattr__`` (PCL's) keeps its own ``from_text``."""
+    batch = getattr(type(domain), "from_texts", None)
+    if batch is not None:
+        return list(batch(domain, list(items)))
+    return [domain.from_text(p, before, text, k) for p, before, text, k in items]
 
 
 def reseed(policy: Policy, seed: int) -> None:

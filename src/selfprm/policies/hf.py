@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from selfprm.domains.base import Domain
-from selfprm.policies.base import Prefix
+from selfprm.policies.base import Prefix, judge_texts
 from selfprm.types import Problem, Trajectory
 
 
@@ -78,8 +78,9 @@ class HFPolicy:
         else:
             generated, counts = self.generate_text([self.domain.render(p.problem, p.steps) for _, p in jobs])
         out: list[list[Trajectory]] = [[] for _ in prefixes]
-        for (i, p), g, k in zip(jobs, generated, counts):
-            out[i].append(self.domain.from_text(p.problem, p.steps, g, k))
+        trajs = judge_texts(self.domain, [(p.problem, p.steps, g, k) for (_, p), g, k in zip(jobs, generated, counts)])
+        for (i, _), traj in zip(jobs, trajs):
+            out[i].append(traj)
         return out
 
     @torch.no_grad()

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from selfprm.policies.base import Prefix
+from selfprm.policies.base import Prefix, judge_texts
 from selfprm.types import Trajectory
 
 ANSWER_SEGMENT = -1  # the token belongs to the final answer line (or the end token)
@@ -185,13 +185,14 @@ def sample_rollouts(
                     stop = next((i for i, t in enumerate(row) if t in stops), None)
                     new = row[: len(row) if stop is None else stop + 1]
                     rows.append(_Generated(new, None, stop is not None and new[-1] != eos))
-            for (k, p), g in zip(chunk, rows):
-                text = tokenizer.decode(g.ids, skip_special_tokens=True)
+            # the chunk's completions judged together (``code`` runs them in one sandboxed process)
+            trajs = judge_texts(domain, [(p.problem, p.steps, tokenizer.decode(g.ids, skip_special_tokens=True),
+                                          g.n_generated) for (_, p), g in zip(chunk, rows)])
+            for (k, p), g, traj in zip(chunk, rows, trajs):
                 base = domain.render(p.problem)
                 given_text = domain.render(p.problem, p.steps)[len(base):]
                 given = tokenizer(given_text, add_special_tokens=False)["input_ids"] if given_text else []
                 prompt = bos + tokenizer(base, add_special_tokens=False)["input_ids"]
-                traj = domain.from_text(p.problem, p.steps, text, g.n_generated)
                 if stop_at_step and g.step_done:
                     traj.truncated = False  # one step was asked for and one was written
                 roll = Rollout(prompt, given + g.ids, traj, k if groups is None else groups[k],

@@ -38,10 +38,10 @@ class DemoConfig:
 
     Parameters:
         seed: seeds the SFT, the pool's sampling, the labelling and the PRMs.
-        domain_name: ``arith`` (configured by ``domain``) or ``code`` (configured by ``code``: programs
+        domain: ``arith`` (configured by ``arith``) or ``code`` (configured by ``code``: programs
             with unit tests, outcomes from the sandbox).
-        domain: the arith problems (operations, operand ranges, the knobs that make steps hard).
-        code: the code problems, when ``domain_name`` is ``code``.
+        arith: the arith problems (operations, operand ranges, the knobs that make steps hard).
+        code: the code problems, when ``domain`` is ``code``.
         lm: shape of the tiny causal LM trained from scratch.
         sft: its supervised fine-tuning (the seed is taken from ``seed``).
         n_sft_problems: worked solutions the policy is fine-tuned on.
@@ -75,8 +75,8 @@ class DemoConfig:
     """
 
     seed: int = 0
-    domain_name: str = "arith"
-    domain: ArithConfig = field(default_factory=ArithConfig)
+    domain: str = "arith"
+    arith: ArithConfig = field(default_factory=ArithConfig)
     code: CodeConfig = field(default_factory=CodeConfig)
     lm: TinyLMConfig = field(default_factory=TinyLMConfig)
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=600))
@@ -118,7 +118,7 @@ class DemoConfig:
 
         # an unknown name fails here, before anything is written
         LABEL_SOURCES.check(self.sources)
-        study_domain(self.domain_name, self.domain, self.code)
+        study_domain(self.domain, self.arith, self.code)
 
 
 def _quick() -> DemoConfig:
@@ -134,12 +134,12 @@ DEFAULT_OUT = "runs/demo"
 
 
 def study_domain(name: str, arith: ArithConfig, code: CodeConfig) -> ArithDomain | CodeDomain:
-    """The domain a study's ``domain_name`` picks, built from its config."""
+    """The domain a study's ``domain`` field picks, built from its config."""
     if name == "arith":
         return ArithDomain(arith)
     if name == "code":
         return CodeDomain(code)
-    raise ValueError(f"domain_name must be 'arith' or 'code', not {name!r}")
+    raise ValueError(f"domain must be 'arith' or 'code', not {name!r}")
 
 
 def _row_aggregation(config: DemoConfig, loss: str) -> str:
@@ -175,7 +175,7 @@ def run(config: DemoConfig, out: str | Path, *, progress: bool = True) -> dict[s
     """
     run_dir = RunDir(out)
     t_start = time.perf_counter()
-    domain = study_domain(config.domain_name, config.domain, config.code)
+    domain = study_domain(config.domain, config.arith, config.code)
     streams = seed_streams(config.seed, [f"seed-{k}" for k in range(config.seeds)])
 
     log("[1/5] policy: tiny causal LM trained from scratch by SFT on worked solutions")

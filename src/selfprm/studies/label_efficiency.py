@@ -89,9 +89,9 @@ class LabelEfficiencyConfig:
 
     Parameters:
         seed: seeds the SFT, the pool and each budget's sampling stream.
-        domain_name: ``arith`` (configured by ``domain``) or ``code`` (configured by ``code``; needs ``policy=hf``).
-        domain: the arith problems; 7-9 operations make trajectories of over 8 steps.
-        code: the code problems, when ``domain_name`` is ``code``.
+        domain: ``arith`` (configured by ``arith``) or ``code`` (configured by ``code``; needs ``policy=hf``).
+        arith: the arith problems; 7-9 operations make trajectories of over 8 steps.
+        code: the code problems, when ``domain`` is ``code``.
         policy: ``hf`` (the embedded tiny causal LM after SFT) or ``simulated`` (the noisy solver, no SFT).
         lm: shape of the tiny causal LM.
         sft: its fine-tuning (the seed is taken from ``seed``); longer chains need more steps than the demo's.
@@ -104,8 +104,8 @@ class LabelEfficiencyConfig:
     """
 
     seed: int = 0
-    domain_name: str = "arith"
-    domain: ArithConfig = field(default_factory=lambda: ArithConfig(min_ops=7, max_ops=9))
+    domain: str = "arith"
+    arith: ArithConfig = field(default_factory=lambda: ArithConfig(min_ops=7, max_ops=9))
     code: CodeConfig = field(default_factory=CodeConfig)
     policy: str = "hf"
     lm: TinyLMConfig = field(default_factory=TinyLMConfig)
@@ -122,8 +122,8 @@ class LabelEfficiencyConfig:
     def __post_init__(self) -> None:
         if self.policy not in ("hf", "simulated"):
             raise ValueError(f"policy must be 'hf' or 'simulated', not {self.policy!r}")
-        study_domain(self.domain_name, self.domain, self.code)
-        if self.domain_name != "arith" and self.policy == "simulated":
+        study_domain(self.domain, self.arith, self.code)
+        if self.domain != "arith" and self.policy == "simulated":
             raise ValueError("the simulated policy solves arith only: use policy='hf' for the code domain")
         from selfprm.labels import LABEL_SOURCES
 
@@ -216,7 +216,7 @@ def run(config: LabelEfficiencyConfig, out: str | Path, *, progress: bool = True
     """Run the study into ``out``; returns the report also written to ``out/label_efficiency.json``."""
     run_dir = RunDir(out)
     t_start = time.perf_counter()
-    domain = study_domain(config.domain_name, config.domain, config.code)
+    domain = study_domain(config.domain, config.arith, config.code)
     make_policy, policy_info, policy_stages = _policy_factory(config, run_dir, domain, progress)
     pool_stage, pool = _pool(config, run_dir, domain, make_policy, policy_stages)
     n = max(1, len(pool))
