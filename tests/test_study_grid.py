@@ -66,6 +66,54 @@ def test_cache_rerun_and_one_changed_parameter(tmp_path, begun):
     assert begun and all("/n6" in n for n in begun), begun
 
 
+def test_engine_and_address_reach_the_label_stage(tmp_path, monkeypatch):
+    import torch
+
+    from selfprm.studies import stages
+
+    torch.set_num_threads(1)
+    seen = []
+
+    def spy(*args, engine="local", address="", **kw):  # records what the study asks for, labels in process
+        seen.append((engine, address))
+        return stages.label_stage(*args, **kw)
+
+    monkeypatch.setattr(study, "label_stage", spy)
+    cfg = tiny_config(domains=("arith",), sources=("oracle", "outcome"), trajectories=(4,), engine="ray",
+                      address="127.0.0.1:6379")
+    study.run(cfg, tmp_path, progress=False)
+    assert seen and set(seen) == {("ray", "127.0.0.1:6379")}
+    assert json.loads((tmp_path / "study.json").read_text())["config"]["engine"] == "ray"
+
+
+def test_tools_pools_are_written_with_the_calculator_running():
+    import torch
+
+    from selfprm.domains.tools import ToolsDomain
+    from selfprm.policies.tiny import build_char_tokenizer, build_tiny_lm
+    from selfprm.studies.study import ToolCallingPolicy
+
+    torch.set_num_threads(1)
+    domain = ToolsDomain()
+    tok = build_char_tokenizer(domain.charset())
+    lm = build_tiny_lm(tok, TinyLMConfig(n_layer=1, n_head=2, n_embd=32), seed=0)
+    cfg = tiny_config(domains=("tools",), max_new_tokens=24)
+    policy = study._writer(cfg, domain, lm, tok, seed=5)
+    assert isinstance(policy, ToolCallingPolicy)  # HFPolicy would write the tool's answers itself
+    problems = domain.sample_problems(2, seed=1)
+    first = policy.sample(problems, 2)
+    assert [len(g) for g in first] == [2, 2] and all(t.problem.id == p.id for g, p in zip(first, problems) for t in g)
+    policy.reseed(5)  # repeatable from its seed, as a resumed label shard needs
+    assert [[t.steps for t in g] for g in policy.sample(problems, 2)] == [[t.steps for t in g] for g in first]
+    assert not isinstance(study._writer(cfg, study._make_domain("arith", cfg), lm, tok, 0), ToolCallingPolicy)
+
+
+def test_prm_epochs_give_every_n_its_minimum_of_steps():
+    assert study.prm_epochs(30, 32, 2, 24) == 24  # one step an epoch
+    assert study.prm_epochs(120, 32, 2, 24) == 6  # four steps an epoch
+    assert study.prm_epochs(800, 32, 2, 24) == 2  # 25 steps an epoch: the configured epochs already suffice
+
+
 def test_crossing_interpolates_in_log_n():
     # from 0.6 at 100 to 0.8 at 400: 0.7 is reached half way in log N, at 200
     assert crossing([100, 400], [0.6, 0.8], 0.7) == pytest.approx(200.0)
@@ -165,7 +213,9 @@ def test_config_checks_names_and_seeds():
         tiny_config(sources=("outcome",))
     with pytest.raises(ValueError, match="seeds"):
         tiny_config(seeds=2)
-    assert "code" not in StudyConfig().domains  # the lead adds it once the code domain is registered
+    assert "code" in StudyConfig().domains
+    with pytest.raises(ValueError, match="--address"):  # a cluster address means nothing to the local engine
+        tiny_config(address="10.0.0.1:6379")
 
 
 def test_rankings_tau_from_cells():
@@ -182,9 +232,9 @@ def test_tiny_study_end_to_end_with_tools(tmp_path):
     import torch
 
     torch.set_num_threads(1)
-    res = study.run(tiny_config(domains=("arith", "arith-fuzzy", "tools")), tmp_path, progress=False)
+    res = study.run(tiny_config(domains=("arith", "arith-fuzzy", "tools", "code")), tmp_path, progress=False)
     keys = {c["domain_key"] for c in res["cells"]}
-    assert keys == {"arith", "arith-fuzzy@0.3", "tools"}
+    assert keys == {"arith", "arith-fuzzy@0.3", "tools", "code"}
     for c in res["cells"]:
         for k in ("source", "domain", "judge_error", "trajectories", "seed", "step_auroc", "first_error_f1",
                   "bon_accuracy", "policy_tokens", "token_passes"):
@@ -204,8 +254,13 @@ def test_real_section_bands_over_seeds(tmp_path, monkeypatch):
     def fake_run(cfg, out, progress=True):  # the real study's result shape, F1 moving with the seed
         seen.append(cfg.seed)
         k = len(seen)
-        return {"sources": {"human": {"f1": {"average": 0.5 + 0.01 * k}},
-                            "outcome": {"f1": {"average": 0.4 + 0.01 * k}}}}
+
+        def pb(score):  # PRMBench per category; the human PRM's "deception" score is undefined
+            return {"deception": {"records": 4, "prmscore": score, "step_auroc": 0.6},
+                    "overall": {"records": 4, "prmscore": score, "step_auroc": 0.6}}
+
+        return {"sources": {"human": {"f1": {"average": 0.5 + 0.01 * k}, "prmbench": pb(None)},
+                            "outcome": {"f1": {"average": 0.4 + 0.01 * k}, "prmbench": pb(0.5 + 0.02 * k)}}}
 
     monkeypatch.setattr(real_study, "run", fake_run)
     res = study.run_real(tiny_config(real=True, real_seeds=5, bootstrap=200), RunDir(tmp_path), progress=False)
@@ -214,5 +269,13 @@ def test_real_section_bands_over_seeds(tmp_path, monkeypatch):
     assert h["f1"] == pytest.approx(0.53) and h["lo"] < 0.53 < h["hi"]
     gap = res["sources"]["outcome"]["gap_vs_human"]  # paired by seed: exactly -0.1 with no spread
     assert gap["f1"] == pytest.approx(-0.1) and gap["lo"] == pytest.approx(-0.1) and gap["hi"] == pytest.approx(-0.1)
-    assert "skipped" in res["prmbench"]
+    pb = res["prmbench"]["outcome"]["deception"]
+    assert pb["records"] == 4 and pb["prmscore"]["mean"] == pytest.approx(0.56)
+    assert pb["prmscore"]["lo"] < 0.56 < pb["prmscore"]["hi"] and pb["step_auroc"]["mean"] == pytest.approx(0.6)
+    assert math.isnan(res["prmbench"]["human"]["deception"]["prmscore"]["mean"])  # undefined stays undefined
+    # and the page shows the table from the JSON
+    from selfprm.report.study_page import _real
+
+    page = _real({"real": json.loads(json.dumps(res))})
+    assert "PRMBench error categories" in page and "0.56 [" in page and "n/a" in page
     assert "skipped" in study.run_real(tiny_config(), RunDir(tmp_path))

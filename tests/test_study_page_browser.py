@@ -80,6 +80,13 @@ def test_page_is_self_contained(tmp_path):
                      "prmbench": {"skipped": "no model kept"}}
     page = render_page(study, tmp_path / "real.html").read_text()
     assert "gap vs human" in page and "-0.060" in page and "no model kept" in page
+    band = {"mean": 0.62, "lo": 0.55, "hi": 0.7}
+    study["real"]["prmbench"] = {"outcome": {
+        "deception": {"records": 48, "prmscore": band, "step_auroc": {"mean": None, "lo": None, "hi": None}},
+        "overall": {"records": 394, "prmscore": band, "step_auroc": band}}}
+    page = render_page(study, tmp_path / "prmbench.html").read_text()
+    assert "PRMBench error categories" in page and "deception (48)" in page and "overall (394)" in page
+    assert "0.62 [0.55, 0.70]" in page and "n/a" in page  # an undefined metric (null in the JSON) says so
 
 
 def test_page_in_headless_chromium(tmp_path):

@@ -15,7 +15,46 @@ from selfprm.studies.real import run as run_study
 
 def tiny_config(**kw):
     return RealStudyConfig(eval_per_split=6, train_examples=16, epochs=1, bo4_problems=4, max_length_train=96,
-                           max_length_eval=192, perturb_variants=1, batch_size=8, **kw)
+                           max_length_eval=192, perturb_variants=1, batch_size=8, prmbench_per_category=2, **kw)
+
+
+def test_prmbench_categories_by_hand():
+    from selfprm.types import Problem, Trajectory
+
+    def traj(cat, labels):
+        return Trajectory(problem=Problem(id=cat, prompt="q"), steps=["s"] * len(labels), oracle_labels=labels,
+                          meta={"classification": cat})
+
+    trajs = [traj("a", [True, True, False]), traj("a", [True, False]), traj("b", [True, True])]
+    # a: sound steps 0.9, 0.2 (one missed), 0.8; erroneous 0.1, 0.7 (one missed); b: both sound, both kept
+    scores = [[0.9, 0.2, 0.1], [0.8, 0.7], [0.6, 0.95]]
+    out = real.prmbench_categories(scores, trajs, threshold=0.5)
+    a = out["a"]  # TP 2, FN 1, TN 1, FP 1: F1 = 2/3 for sound steps, 1/2 for erroneous ones
+    assert a["f1"] == pytest.approx(2 / 3) and a["negative_f1"] == pytest.approx(0.5)
+    assert a["prmscore"] == pytest.approx((2 / 3 + 0.5) / 2) and a["records"] == 2 and a["steps"] == 5
+    assert a["step_auroc"] == pytest.approx(5 / 6)  # 3 sound x 2 erroneous pairs: only 0.2 < 0.7 is misordered
+    assert out["b"]["negative_f1"] is None and out["b"]["prmscore"] is None  # no erroneous step: undefined
+    assert out["overall"]["records"] == 3 and out["overall"]["steps"] == 7
+    # a NaN score (a step cut by truncation) is left out
+    assert real.prmbench_categories([[float("nan"), 0.2, 0.1], [0.8, 0.7], [0.6, 0.95]], trajs)["a"]["steps"] == 4
+
+
+@pytest.mark.needs_data
+def test_prmbench_on_the_shared_subset():
+    trajs = real.prmbench_sample(RealStudyConfig(prmbench_per_category=5, seed=1))
+    cats = {}
+    for t in trajs:
+        cats[t.meta["classification"]] = cats.get(t.meta["classification"], 0) + 1
+    assert len(cats) == 9 and max(cats.values()) == 5  # eight error kinds and the multi-solution items
+    assert len(real.prmbench_sample(RealStudyConfig())) == 394
+    # scores equal to the labels get every category right; flipped ones get every category wrong
+    exact = real.prmbench_categories([[float(y) for y in t.oracle_labels] for t in trajs], trajs)
+    flipped = real.prmbench_categories([[1.0 - y for y in t.oracle_labels] for t in trajs], trajs)
+    for cat, row in exact.items():
+        if row["negative_f1"] is not None:  # a category with erroneous steps
+            assert row["prmscore"] == 1.0 and row["step_auroc"] == 1.0, cat
+            assert flipped[cat]["prmscore"] == 0.0 and flipped[cat]["step_auroc"] == 0.0, cat
+    assert exact["multi_solutions"]["negative_f1"] is None  # no injected error
 
 
 @pytest.mark.needs_data
@@ -59,6 +98,13 @@ def test_study_real_end_to_end_and_resume(tmp_path, monkeypatch):
     assert "Qwen2.5-Math-PRM-7B *(published, 7B)*" in (tmp_path / "real_metrics.md").read_text()
     assert "73.5" in (tmp_path / "real_metrics.md").read_text()
     assert (tmp_path / "real_f1.png").stat().st_size > 0
+    # every PRM scored on PRMBench per error category (8 kinds + multi-solution items, and overall)
+    for name, r in saved["sources"].items():
+        pb = r["prmbench"]
+        assert "overall" in pb and len(pb) >= 9, (name, sorted(pb))
+        assert sum(v["records"] for k, v in pb.items() if k != "overall") == pb["overall"]["records"]
+        assert pb["overall"]["step_auroc"] is None or 0.0 <= pb["overall"]["step_auroc"] <= 1.0
+    assert "PRMBench" in (tmp_path / "real_metrics.md").read_text()
     assert "Qwen2.5-Math-PRM-7B" not in json.dumps(saved)  # published figures are not in the measured JSON
 
     # a rerun resumes from the per-source files instead of training again

@@ -96,21 +96,34 @@ def _curves(cells: list[dict], key: str, metric: str) -> dict[str, tuple[list[in
     return out
 
 
+def _panels(keys: list[str]) -> tuple[Any, list[tuple[Any, str]]]:
+    """One panel per domain key side by side (one empty "(none)" panel when there is none)."""
+    keys = list(keys) or ["(none)"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.3), squeeze=False)
+    return fig, list(zip(axes[0], keys))
+
+
+def _axes(ax, title: str, xlabel: str, ylabel: str, logx: bool = False) -> None:
+    """A panel's title, axis labels and legend (a log x axis where N or a cost spans decades)."""
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+
+
 def fig_label_quality(study: dict) -> str:
     """Label accuracy against the oracle per policy token spent on a step label."""
     q = study.get("label_quality", [])
-    keys = list(dict.fromkeys(r["domain_key"] for r in q)) or ["(none)"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.3), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    keys = list(dict.fromkeys(r["domain_key"] for r in q))
+    fig, panels = _panels(keys)
+    for ax, key in panels:
         for s in dict.fromkeys(r["source"] for r in q if r["domain_key"] == key):
             rows = [r for r in q if r["domain_key"] == key and r["source"] == s]
             ax.scatter([r["policy_tokens_per_step_label"] + 1 for r in rows], [_f(r["label_accuracy"]) for r in rows],
                        label=s, s=18)
-        ax.set_xscale("log")
-        ax.set_xlabel("policy tokens per step label + 1")
-        ax.set_ylabel("label accuracy vs oracle")
-        ax.set_title(key, fontsize=9)
-        ax.legend(fontsize=7)
+        _axes(ax, key, "policy tokens per step label + 1", "label accuracy vs oracle", logx=True)
     fig.tight_layout()
     return _png(fig)
 
@@ -119,15 +132,11 @@ def fig_curves(study: dict, metric: str) -> str:
     """``metric`` against training trajectories per source (mean ± sd over seeds), one panel per domain."""
     cells = study["cells"]
     keys = _keys(cells)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.3), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    fig, panels = _panels(keys)
+    for ax, key in panels:
         for s, (ns, m, sd) in _curves(cells, key, metric).items():
             ax.errorbar(ns, m, yerr=sd, marker="o", capsize=3, label=s, lw=2.5 if s == "oracle" else 1.2)
-        ax.set_xscale("log")
-        ax.set_xlabel("training trajectories")
-        ax.set_ylabel(metric.replace("_", " "))
-        ax.set_title(key, fontsize=9)
-        ax.legend(fontsize=7)
+        _axes(ax, key, "training trajectories", metric.replace("_", " "), logx=True)
     fig.tight_layout()
     return _png(fig)
 
@@ -135,9 +144,9 @@ def fig_curves(study: dict, metric: str) -> str:
 def fig_ratios(study: dict) -> str:
     """Replacement ratio (with its band) against the oracle's N, per source, one panel per domain."""
     rr = study["replacement_ratio"]
-    keys = list(rr) or ["(none)"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.3), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    keys = list(rr)
+    fig, panels = _panels(keys)
+    for ax, key in panels:
         for s, by_n in rr.get(key, {}).items():
             pts = [(int(n), r) for n, r in sorted(by_n.items(), key=lambda kv: int(kv[0])) if r["ratio"] is not None]
             if pts:
@@ -150,11 +159,7 @@ def fig_ratios(study: dict) -> str:
             if missed:
                 ax.scatter(missed, [1.0] * len(missed), marker="x", color="gray", label=f"{s}: never")
         ax.axhline(1.0, ls=":", color="gray")
-        ax.set_xscale("log")
-        ax.set_xlabel("oracle-label trajectories N")
-        ax.set_ylabel("self-labelled trajectories / N")
-        ax.set_title(key, fontsize=9)
-        ax.legend(fontsize=7)
+        _axes(ax, key, "oracle-label trajectories N", "self-labelled trajectories / N", logx=True)
     fig.tight_layout()
     return _png(fig)
 
@@ -182,9 +187,9 @@ def fig_crisp_fuzzy(study: dict) -> str:
 def fig_rankings(study: dict) -> str:
     """First-error F1 against best-of-N per source, one panel per domain, tau in the title."""
     ranks = study["rankings"]
-    keys = list(ranks) or ["(none)"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.3), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    keys = list(ranks)
+    fig, panels = _panels(keys)
+    for ax, key in panels:
         r = ranks.get(key)
         if r:
             for s in r["first_error_f1"]:
@@ -203,8 +208,8 @@ def fig_calibration(study: dict) -> str:
     """Reliability of step scores (bins pooled over seeds) at each domain's largest N."""
     cells = study["cells"]
     keys = _keys(cells)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.3), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    fig, panels = _panels(keys)
+    for ax, key in panels:
         mine = [c for c in cells if c["domain_key"] == key]
         n = max(c["trajectories"] for c in mine)
         for s in _sources(mine):
@@ -213,10 +218,7 @@ def fig_calibration(study: dict) -> str:
                 bins.sort()
                 ax.plot([b[0] for b in bins], [b[1] for b in bins], marker=".", ls="", label=s)
         ax.plot([0, 1], [0, 1], ls=":", color="gray")
-        ax.set_xlabel("step score")
-        ax.set_ylabel("share of steps sound")
-        ax.set_title(f"{key} (N={n})", fontsize=9)
-        ax.legend(fontsize=7)
+        _axes(ax, f"{key} (N={n})", "step score", "share of steps sound")
     fig.tight_layout()
     return _png(fig)
 
@@ -275,9 +277,27 @@ def _real(study: dict) -> str:
     out = (f"<p>ProcessBench average F1 over {real.get('seeds')} seeds, 95 % bootstrap interval over seeds, and the "
            "gap to the human-label PRM paired by seed:</p>")
     out += _table(["source", "F1", "lo", "hi", "gap vs human", "lo", "hi"], rows)
-    if "skipped" in real.get("prmbench", {}):
-        out += f"<p class='note'>PRMBench categories not run: {html.escape(real['prmbench']['skipped'])}</p>"
+    pb = real.get("prmbench", {})
+    if "skipped" in pb:
+        out += f"<p class='note'>PRMBench categories not run: {html.escape(pb['skipped'])}</p>"
+    elif pb:
+        cats = [c for c in next(iter(pb.values())) if c != "overall"] + ["overall"]
+        out += ("<h3>PRMBench error categories</h3><p>PRMScore (mean of the F1 of sound and of erroneous steps at "
+                "a 0.5 step threshold, PRMBench's metric) per error category, mean over seeds with its 95 % "
+                "bootstrap interval; records per category in the header.</p>")
+        recs = next(iter(pb.values()))
+        out += _table(["source"] + [f"{c} ({recs[c]['records']})" for c in cats],
+                      [[s] + [_band(r[c]["prmscore"]) for c in cats] for s, r in pb.items()])
+        out += "<p>Step AUROC per category (threshold-free):</p>"
+        out += _table(["source"] + cats, [[s] + [_band(r[c]["step_auroc"]) for c in cats] for s, r in pb.items()])
     return out
+
+
+def _band(b: dict) -> str:
+    """``mean [lo, hi]``, or n/a where the metric was undefined."""
+    if b.get("mean") is None or (isinstance(b["mean"], float) and math.isnan(b["mean"])):
+        return "n/a"
+    return f"{b['mean']:.2f} [{b['lo']:.2f}, {b['hi']:.2f}]"
 
 
 def render_page(study_json: dict[str, Any], out_html: str | Path) -> Path:

@@ -11,6 +11,13 @@ same way. None of the self-supervised sources reads a human step label:
   (:mod:`selfprm.labels.perturbation`), plus the clean solutions;
 * ``human`` (the reference) — ProcessBench's own first-error labels.
 
+Each trained PRM is also scored on the PRMBench subset (Song et al., arXiv 2501.03124; the shared
+data folder) per error category (:func:`prmbench_categories`): PRMBench's PRMScore, the mean of the
+F1 of sound steps and the F1 of erroneous ones at a fixed step threshold, as its public code
+computes it (``mr_eval/tasks/prmtest_classified/task.py``: ``evaluate_function``), and a
+threshold-free step AUROC beside it. PRMBench shares no problem with the training data here (its
+problems are PRM800K *test* solutions, none of them GSM8K), so no leakage rule is needed.
+
 Leakage rules (no problem is in both the training and the evaluation data of one comparison):
 
 * every ProcessBench split is cut **by problem** into an evaluation part (``eval_fraction``) and
@@ -74,6 +81,10 @@ class RealStudyConfig:
         perturb_variants: corrupted copies per reference solution (plus the clean one).
         bo4_problems: GSM8K test problems held out for best-of-4.
         score_batch_size: examples per scoring batch.
+        prmbench: also score each PRM on the PRMBench subset per error category.
+        prmbench_per_category: cap on PRMBench records per category (none: all, 48 each).
+        prmbench_threshold: step score at or above which a step counts as predicted sound (PRMBench's
+            code thresholds the model's step probability at 0.5).
     """
 
     seed: int = 0
@@ -97,6 +108,9 @@ class RealStudyConfig:
     perturb_variants: int = 2
     bo4_problems: int = 200
     score_batch_size: int = 16
+    prmbench: bool = True
+    prmbench_per_category: int | None = None
+    prmbench_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.sources) - set(TRAINING_DATA))
@@ -105,7 +119,8 @@ class RealStudyConfig:
 
 
 def _quick() -> RealStudyConfig:
-    return RealStudyConfig(eval_per_split=40, train_examples=160, epochs=1, bo4_problems=40, max_length_train=256)
+    return RealStudyConfig(eval_per_split=40, train_examples=160, epochs=1, bo4_problems=40, max_length_train=256,
+                           prmbench_per_category=12)
 
 
 Config = RealStudyConfig
@@ -124,6 +139,7 @@ class StudyData:
     references: list[Trajectory]  # verified GSM8K train reference solutions
     bo4_groups: list[list[Trajectory]]  # four example solutions per held-out problem
     counts: dict = field(default_factory=dict)
+    prmbench: list[Trajectory] = field(default_factory=list)  # PRMBench records, each with its category
 
 
 def prepare_data(c: RealStudyConfig, progress: bool = True) -> StudyData:
@@ -175,10 +191,72 @@ def prepare_data(c: RealStudyConfig, progress: bool = True) -> StudyData:
             refs.append(r)
         if len(refs) >= need:
             break
+    prmbench = prmbench_sample(c) if c.prmbench else []
     counts = {"eval": {k: len(v) for k, v in eval_sets.items()}, "human_train_pool": len(human_train),
               "outcome_train_pool": len(outcome_train), "references_verified": len(refs),
-              "bo4_problems": len(bo4_groups)}
-    return StudyData(eval_sets, human_train, outcome_train, refs, bo4_groups, counts)
+              "bo4_problems": len(bo4_groups), "prmbench": len(prmbench)}
+    return StudyData(eval_sets, human_train, outcome_train, refs, bo4_groups, counts, prmbench)
+
+
+def prmbench_sample(c: RealStudyConfig) -> list[Trajectory]:
+    """The PRMBench subset, at most ``prmbench_per_category`` records of each category (drawn from
+    ``seed``), in file order."""
+    from selfprm.data import load_prmbench
+
+    trajs = load_prmbench()
+    if c.prmbench_per_category is None:
+        return trajs
+    rng = np.random.default_rng(c.seed + 2)
+    by_cat: dict[str, list[int]] = {}
+    for i, t in enumerate(trajs):
+        by_cat.setdefault(t.meta["classification"], []).append(i)
+    keep = set()
+    for idx in by_cat.values():
+        keep.update(idx if len(idx) <= c.prmbench_per_category
+                    else rng.choice(idx, c.prmbench_per_category, replace=False).tolist())
+    return [trajs[i] for i in sorted(keep)]
+
+
+def _f1(tp: int, fp: int, fn: int) -> float | None:
+    """``2PR / (P + R)``; None where precision or recall is undefined (PRMBench's code writes -1)."""
+    if tp + fp == 0 or tp + fn == 0:
+        return None
+    if tp == 0:
+        return 0.0
+    p, r = tp / (tp + fp), tp / (tp + fn)
+    return 2 * p * r / (p + r)
+
+
+def prmbench_categories(scores: list[list[float]], trajectories: list[Trajectory],
+                        threshold: float = 0.5) -> dict[str, dict]:
+    """PRMBench's per-category step metrics (its ``evaluate_function``), plus ``overall``.
+
+    A step is predicted sound when its score is ``>= threshold``. With sound steps positive:
+    ``f1`` is the F1 of the sound steps (TP: sound, predicted sound), ``negative_f1`` that of the
+    erroneous ones (TN: erroneous, predicted erroneous), ``prmscore = (f1 + negative_f1) / 2``, and
+    ``step_auroc`` ranks every step of the category by score (no threshold). A step whose score
+    is NaN (cut by truncation) is left out."""
+    from selfprm.eval.metrics import step_auroc
+
+    rows: dict[str, list[tuple[list[float], list[bool]]]] = {}
+    for sc, t in zip(scores, trajectories):
+        keep = [(x, y) for x, y in zip(sc, t.oracle_labels) if x is not None and not math.isnan(x)]
+        item = ([x for x, _ in keep], [y for _, y in keep])
+        rows.setdefault(t.meta["classification"], []).append(item)
+        rows.setdefault("overall", []).append(item)
+    out = {}
+    for cat, items in rows.items():
+        pairs = [(x >= threshold, y) for xs, ys in items for x, y in zip(xs, ys)]
+        tp = sum(p and y for p, y in pairs)
+        fp = sum(p and not y for p, y in pairs)
+        tn = sum(not p and not y for p, y in pairs)
+        fn = sum(not p and y for p, y in pairs)
+        f1, nf1 = _f1(tp, fp, fn), _f1(tn, fn, fp)
+        auc = step_auroc([xs for xs, _ in items], [ys for _, ys in items])
+        out[cat] = {"records": len(items), "steps": len(pairs), "f1": f1, "negative_f1": nf1,
+                    "prmscore": None if f1 is None or nf1 is None else (f1 + nf1) / 2,
+                    "step_auroc": None if math.isnan(auc) else auc}
+    return out
 
 
 def source_data(name: str, data: StudyData, c: RealStudyConfig) -> tuple[list[tuple[Trajectory, StepLabels]], str]:
@@ -234,13 +312,15 @@ def run_source(name: str, data: StudyData, c: RealStudyConfig, run_dir: RunDir, 
               for s, trajs in data.eval_sets.items()}
     flat = [t for g in data.bo4_groups for t in g]
     bo4 = score_trajectories_sorted(prm, flat, c.score_batch_size, progress, f"{name}/bo4")
+    # the PRM is not kept, so PRMBench is scored here, while it is in memory
+    prmbench = score_trajectories_sorted(prm, data.prmbench, c.score_batch_size, progress, f"{name}/prmbench")
     rec = {"source": name, "loss": loss, "train_examples": hist.examples,
            "train_seconds": hist.seconds, "score_seconds": time.perf_counter() - t0,
            "final_loss": float(np.mean(hist.loss[-10:])) if hist.loss else None,
            # share of the *weighted* step labels that say "correct" (weight-0 steps claim nothing)
            "label_share_correct": float(np.mean([v >= 0.5 for _, l in pairs
                                                  for v, w in zip(l.values, l.weights or [1.0] * len(l.values)) if w > 0])),
-           "scores": scores, "bo4_scores": bo4}
+           "scores": scores, "bo4_scores": bo4, "prmbench_scores": prmbench}
     if hist.spr_step:  # SPR: the filter's kept share per pseudo-label class over training
         rec["kept_share"] = {"step": hist.spr_step, "positive": hist.spr_kept_pos, "negative": hist.spr_kept_neg,
                              "fallback_steps": hist.spr_fallback_steps}
@@ -291,6 +371,9 @@ def run(c: RealStudyConfig, out: str | Path, *, progress: bool = True) -> dict:
         }
         if "kept_share" in rec:
             result["sources"][name]["kept_share"] = rec["kept_share"]
+        if data.prmbench:
+            result["sources"][name]["prmbench"] = prmbench_categories(
+                _nan(rec["prmbench_scores"]), data.prmbench, c.prmbench_threshold)
     if bo4_base is not None:
         result["best_of_4"] = {"majority_vote": bo4_base.majority_vote, "random_pick": bo4_base.random_pick,
                                "oracle_pick": bo4_base.oracle_pick, "problems": bo4_base.problems}
@@ -305,15 +388,19 @@ def run(c: RealStudyConfig, out: str | Path, *, progress: bool = True) -> dict:
 
 
 def deviations(c: RealStudyConfig) -> list[str]:
-    """Where the ``spr`` row does not run MetaStone-S1's method as its public code does."""
-    if "spr" not in c.sources:
-        return []
-    out = [] if c.spr_reference else ["spr: a linear head on the last layer, not MetaStone-S1's score model"]
-    if c.spr_warmup_fraction:
+    """Where the ``spr`` row does not run MetaStone-S1's method, or PRMBench is not scored, as their
+    public code does."""
+    out = []
+    if "spr" in c.sources and not c.spr_reference:
+        out.append("spr: a linear head on the last layer, not MetaStone-S1's score model")
+    if "spr" in c.sources and c.spr_warmup_fraction:
         out.append(f"spr: the first {c.spr_warmup_fraction:.0%} of the steps train on class-balanced BCE before the "
                    "filter is on (not in the paper)")
-    if c.spr_one_sided_fallback:
+    if "spr" in c.sources and c.spr_one_sided_fallback:
         out.append("spr: a batch whose filter kept one class only trains on class-balanced BCE (not in the paper)")
+    if c.prmbench:
+        out.append("PRMBench: the subset's records only; the upstream task also scores each redundancy record's "
+                   "original (error-free) solution, which the subset file does not hold")
     return out
 
 
@@ -347,6 +434,10 @@ def format_table(result: dict) -> str:
                          f"and {pct(k['negative'][-1])}% of the outcome-wrong ones (lowest over training "
                          f"{pct(min(k['positive']))}% / {pct(min(k['negative']))}%; {k.get('fallback_steps', 0)} of "
                          f"{len(k['step'])} filtered steps fell back to class-balanced BCE).")
+    scored = {n: r["prmbench"]["overall"] for n, r in result["sources"].items() if r.get("prmbench")}
+    if scored:
+        lines.append("PRMBench (subset, all categories) PRMScore / step AUROC (%): "
+                     + ", ".join(f"{n} {pct(o['prmscore'])} / {pct(o['step_auroc'])}" for n, o in scored.items()) + ".")
     if result.get("deviations"):
         lines += ["", "Deviations from the papers:"] + [f"- {d}" for d in result["deviations"]]
     return "\n".join(lines)

@@ -39,6 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from selfprm.domains.arith import ArithConfig
+from selfprm.domains.code import CodeConfig
 from selfprm.domains.tools import ToolsConfig
 from selfprm.eval.metrics import (best_of_n, first_error_f1, predicted_first_error, solution_scores, step_auroc,
                                   tune_threshold)
@@ -67,6 +68,7 @@ class StudyConfig:
         trajectories: training trajectories per PRM (the first N of the pool, so smaller sets nest in larger).
         arith: the ``arith`` (and ``arith-fuzzy``) problems.
         tools: the ``tools`` problems.
+        code: the ``code`` problems (programs with unit tests, run in the sandbox).
         policy: ``hf`` (each domain's tiny causal LM writes the pools and rollouts) or ``simulated`` (the
             noisy arith solver writes them on ``arith``/``arith-fuzzy``; other domains keep ``hf``); the PRM
             backbone is the tiny causal LM either way.
@@ -80,11 +82,15 @@ class StudyConfig:
         n_test_problems: held-out problems the PRMs are evaluated on.
         bon_n: solutions per test problem, the N of best-of-N.
         prm: PRM training; the loss is the one the label source names.
+        prm_min_steps: fewest optimizer steps a PRM trains for: a small N gets more epochs (``prm.epochs``
+            at least), so every N is trained about as long and a curve measures data, not training length.
         spr_warmup_steps: SPR: class-balanced BCE steps before the filter is on (as the demo; not in the paper).
         surprise_features: the PRM head also reads the backbone's token log-probs.
         aggregation: how step scores become a solution score for best-of-N.
         label_shard_size: trajectories per labelling shard (the unit of resume).
-        engine: labelling engine, ``local`` (in-process); passed to the label stage where it accepts one.
+        engine: labelling engine: ``local`` (in-process) or ``ray`` (the label stage's shards on Ray actors,
+            the same labels).
+        address: with ``engine=ray``, the Ray cluster to join; empty starts a local one.
         bootstrap: bootstrap resamples over seeds for the bands.
         real: run the real-text comparison (MiniLM on ProcessBench; needs the shared data).
         real_seeds: seeds of the real-text comparison.
@@ -93,15 +99,19 @@ class StudyConfig:
 
     seed: int = 0
     seeds: int = 3
-    domains: tuple[str, ...] = ("arith", "arith-fuzzy", "tools")
-    judge_errors: tuple[float, ...] = (0.1, 0.2, 0.3)
+    domains: tuple[str, ...] = ("arith", "arith-fuzzy", "tools", "code")
+    judge_errors: tuple[float, ...] = (0.1, 0.3)
     lenient_factor: float = 2.0
     sources: tuple[str, ...] = ("oracle", "outcome", "spr", "mc")
     source_kwargs: dict[str, dict[str, Any]] = field(default_factory=lambda: {"mc": {"n_rollouts": 2}})
-    # sized for 90 minutes on 2 cores from the quick run's per-cell times (see the report's note)
-    trajectories: tuple[int, ...] = (100, 200, 400, 800)
+    # Sized for about 90 minutes on a loaded 2-core machine from the quick run's measured costs:
+    # a PRM step 0.17 s (batch 32), scoring 0.013 s a trajectory, SFT ~3 min per domain, a real-text
+    # seed ~5-6 min. Per (variant, source, seed) N = 100/200/400 is 78 steps + 3 x 400 scored, ~30 s,
+    # so 5 variants x 4 sources x 3 seeds ~30 min; adding N = 800 costs ~13 s more each (~+11 min).
+    trajectories: tuple[int, ...] = (100, 200, 400)
     arith: ArithConfig = field(default_factory=ArithConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
+    code: CodeConfig = field(default_factory=CodeConfig)
     policy: str = "hf"
     lm: TinyLMConfig = field(default_factory=TinyLMConfig)
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=400))
@@ -113,11 +123,13 @@ class StudyConfig:
     n_test_problems: int = 60
     bon_n: int = 4
     prm: PRMTrainConfig = field(default_factory=lambda: PRMTrainConfig(epochs=2, batch_size=32, head_lr=5e-2))
+    prm_min_steps: int = 24
     spr_warmup_steps: int = 8
     surprise_features: bool = True
     aggregation: str = "min"
     label_shard_size: int = 128
     engine: str = "local"
+    address: str = ""
     bootstrap: int = 1000
     real: bool = True
     real_seeds: int = 5
@@ -137,19 +149,23 @@ class StudyConfig:
             raise ValueError(f"study: trajectories must be positive counts, got {self.trajectories}")
         if self.policy not in ("hf", "simulated"):
             raise ValueError(f"study: policy must be 'hf' or 'simulated', not {self.policy!r}")
-        if self.engine not in ("local", "ray"):
-            raise ValueError(f"study: engine must be 'local' or 'ray', not {self.engine!r}")
+        from selfprm.engines import check_engine
+
+        check_engine(self.engine, self.address)
         if self.real_preset not in ("quick", "full"):
             raise ValueError(f"study: real_preset must be 'quick' or 'full', not {self.real_preset!r}")
 
 
 def _quick() -> StudyConfig:
-    """A few minutes on 2 cores: the simulated arith solver writes the arith pools (a 300-step SFT
-    policy at width 64 got nearly every step wrong, so no step AUROC was defined), a short SFT gives
-    the PRM backbones and the tools policy, three spine sources, small pools, no real text."""
+    """17 minutes measured on a 2-core machine at load ~8 (SFT ~3 min per family, ~7 s a cell);
+    under 10 needs an idler machine. The simulated arith solver writes the arith pools; the tiny
+    LM at width 128 after 400 SFT steps is the PRM backbone and the tools policy (at width 64 after
+    300 steps its SFT loss stayed at 1.0, it could not do the arithmetic, and even oracle-label
+    PRMs reached a step AUROC of only 0.45-0.64); three spine sources, small pools, no real text."""
     return StudyConfig(judge_errors=(0.2,), sources=("oracle", "outcome", "spr"), trajectories=(30, 60, 120),
-                       policy="simulated", lm=TinyLMConfig(n_embd=64), sft=SFTConfig(steps=300, batch_size=32),
-                       n_sft_problems=4000, n_dev_problems=20, n_test_problems=25, max_new_tokens=80,
+                       domains=("arith", "arith-fuzzy", "tools"), policy="simulated",
+                       sft=SFTConfig(steps=400, batch_size=32), n_sft_problems=4000, n_dev_problems=20,
+                       n_test_problems=25, max_new_tokens=80,
                        prm=PRMTrainConfig(epochs=2, batch_size=32, head_lr=5e-2), real=False)
 
 
@@ -194,6 +210,15 @@ def crossing(ns: Sequence[float], values: Sequence[float], target: float) -> flo
             frac = (target - v0) / (v - v0)
             return float(math.exp(math.log(n0) + frac * (math.log(n) - math.log(n0))))
     return None
+
+
+def prm_epochs(n: int, batch_size: int, epochs: int, min_steps: int) -> int:
+    """Epochs over ``n`` examples that give at least ``min_steps`` optimizer steps, and at least
+    ``epochs``: with ``ceil(n / batch_size)`` steps an epoch, a fixed epoch count would train a PRM
+    on 30 trajectories for 2 steps and one on 800 for 50, and the small-N cells would collapse from
+    training too short rather than from too little data."""
+    per_epoch = max(1, math.ceil(n / batch_size))
+    return max(epochs, math.ceil(min_steps / per_epoch))
 
 
 def interp_cost(ns: Sequence[float], values: Sequence[float], n: float) -> float:
@@ -322,6 +347,8 @@ def _make_domain(name: str, config: StudyConfig, judge_error: float | None = Non
         return DOMAINS.get("arith-fuzzy")(config.arith, FuzzyJudgeConfig(judge_error, config.lenient_factor, judge_seed))
     if name == "tools":
         return DOMAINS.get("tools")(config.tools)
+    if name == "code":
+        return DOMAINS.get("code")(config.code)
     return DOMAINS.get(name)()
 
 
@@ -341,14 +368,53 @@ def _family(domain: str) -> str:
     return "arith" if domain == "arith-fuzzy" else domain
 
 
+class ToolCallingPolicy:
+    """The tiny LM as a policy whose tool calls run while it writes: each ``call calc(a*b) ->`` stops
+    generation, the domain's calculator answers, and generation goes on after the answer
+    (:func:`selfprm.rl.rollout.sample_rollouts` with ``tools``, the RL rollouts' sampler).
+    ``HFPolicy`` generates the whole text itself, so on ``tools`` the model wrote every calculator
+    answer from its own arithmetic: 5 % of its steps were sound after 400 SFT steps at width 128
+    (SFT loss 0.15), and the grid's tools cells were all of one class. Policy tokens exclude the
+    tool's answers."""
+
+    def __init__(self, model, tokenizer, domain, temperature: float, max_new_tokens: int, seed: int = 0):
+        self.model, self.tokenizer, self.domain = model, tokenizer, domain
+        self.temperature, self.max_new_tokens = temperature, max_new_tokens
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        self.seed, self._calls = seed, 0
+
+    def sample(self, problems, n: int) -> list[list[Trajectory]]:
+        from selfprm.policies.base import Prefix
+
+        return self.continue_from([Prefix(p, []) for p in problems], n)
+
+    def continue_from(self, prefixes, n: int) -> list[list[Trajectory]]:
+        from selfprm.rl.rollout import sample_rollouts
+
+        self._calls += 1  # each call its own stream, repeatable from the seed
+        rolls = sample_rollouts(self.model, self.tokenizer, self.domain, prefixes, n, self.temperature,
+                                self.max_new_tokens, seed=(self.seed * 1_000_003 + self._calls) % (2 ** 63),
+                                tools=True)
+        out: list[list[Trajectory]] = [[] for _ in prefixes]
+        for r in rolls:
+            out[r.group].append(r.trajectory)
+        return out
+
+
 def _writer(config: StudyConfig, domain, model, tok, seed: int):
-    """What writes a family's pools and rollouts: the tiny LM, or the simulated arith solver."""
+    """What writes a family's pools and rollouts: the tiny LM (running the domain's tool where it
+    has one), or the simulated arith solver."""
     from selfprm.domains.arith import ArithDomain
+    from selfprm.rl.rollout import uses_tools
 
     if config.policy == "simulated" and isinstance(domain, ArithDomain):
         from selfprm.policies.simulated import SimulatedPolicy, SimulatedPolicyConfig
 
         return SimulatedPolicy(domain, SimulatedPolicyConfig(seed=seed))
+    if uses_tools(domain):
+        return ToolCallingPolicy(model, tok, domain, config.temperature, config.max_new_tokens, seed)
     from selfprm.policies.hf import HFPolicy, HFPolicyConfig
 
     return HFPolicy(model, tok, domain, HFPolicyConfig(temperature=config.temperature,
@@ -378,15 +444,6 @@ def _pool(config: StudyConfig, run: RunDir, family: str, domain, k: int, seed: i
     return st, pool
 
 
-def _label_kwargs(config: StudyConfig) -> dict[str, Any]:
-    """The engine goes to the label stage only where it takes one (another issue adds it)."""
-    import inspect
-
-    if config.engine != "local" and "engine" not in inspect.signature(label_stage).parameters:
-        raise ValueError(f"study: engine {config.engine!r} needs a label stage that accepts one")
-    return {"engine": config.engine} if "engine" in inspect.signature(label_stage).parameters else {}
-
-
 def _cells_for(config: StudyConfig, run: RunDir, key: str, dom_name: str, judge_error: float | None, k: int,
                seed: int, policy_st: Stage, model, tok, pool_st: Stage, pool: dict[str, list[Trajectory]],
                progress: bool) -> tuple[list[dict], list[dict]]:
@@ -411,7 +468,7 @@ def _cells_for(config: StudyConfig, run: RunDir, key: str, dom_name: str, judge_
         label_st, labels, meta = label_stage(run, f"{key}/seed-{k}/labels/{source}", source,
                                              dict(config.source_kwargs.get(source, {})), train, policy, parents,
                                              config.label_shard_size, streams["labels"], progress=progress,
-                                             **_label_kwargs(config))
+                                             engine=config.engine, address=config.address)
         flat = [(v, o) for l, t in zip(labels, train) if l is not None for v, o in zip(l.values, t.oracle_labels)]
         quality.append({"domain_key": key, "source": source, "seed": k,
                         "label_accuracy": float(np.mean([(v >= 0.5) == o for v, o in flat])) if flat else None,
@@ -424,8 +481,10 @@ def _cells_for(config: StudyConfig, run: RunDir, key: str, dom_name: str, judge_
         pcfg = PRMConfig(step_separator=domain.step_separator, surprise_features=config.surprise_features)
         for n in sorted(config.trajectories):
             pairs = list(zip(train[:n], labels[:n]))
+            ncfg = replace(tcfg, epochs=prm_epochs(sum(l is not None for _, l in pairs), config.prm.batch_size,
+                                                   config.prm.epochs, config.prm_min_steps))
             prm_st, prm, hist = prm_stage(run, f"{key}/seed-{k}/prm/{source}/n{n}", [label_st, policy_st],
-                                          policy_st.file("model"), tok, pairs, tcfg, pcfg, init_seed=streams["prm"],
+                                          policy_st.file("model"), tok, pairs, ncfg, pcfg, init_seed=streams["prm"],
                                           data_config={"n": n}, progress=progress, desc=f"{key}/{source}/{n}")
             ev = run.stage(f"{key}/seed-{k}/eval/{source}/n{n}",
                            {"bon_n": config.bon_n, "aggregation": config.aggregation}, [prm_st, pool_st])
@@ -591,9 +650,7 @@ def run_real(config: StudyConfig, run: RunDir, progress: bool = True) -> dict[st
         rc = replace(real_study.PRESETS[config.real_preset](), seed=streams[f"real-{k}"] % (2 ** 31))
         per_seed.append(real_study.run(rc, run.root / "real" / f"seed-{k}", progress=progress))
     rng = np.random.default_rng(config.seed)
-    out: dict[str, Any] = {"seeds": config.real_seeds, "preset": config.real_preset, "sources": {},
-                           "prmbench": {"skipped": "the real study keeps no trained PRM to score PRMBench with; "
-                                                   "needs a keep-model option in studies/real.py"}}
+    out: dict[str, Any] = {"seeds": config.real_seeds, "preset": config.real_preset, "sources": {}}
     f1 = {s: [r["sources"][s]["f1"]["average"] for r in per_seed] for s in per_seed[0]["sources"]}
 
     def band(vals: list[float]) -> dict[str, Any]:
@@ -608,6 +665,25 @@ def run_real(config: StudyConfig, run: RunDir, progress: bool = True) -> dict[st
         if "human" in f1 and s != "human":
             # the gap to the human-label PRM, paired by seed, so a gap can be judged against its noise
             out["sources"][s]["gap_vs_human"] = band([v - h for v, h in zip(vals, f1["human"])])
+    out["prmbench"] = prmbench_bands(per_seed, band)
+    return out
+
+
+def prmbench_bands(per_seed: list[dict], band) -> dict[str, Any]:
+    """Per source and PRMBench error category: PRMScore and step AUROC, mean and bootstrap band over
+    seeds (``band``'s ``f1`` key holds the mean); a note instead where no seed scored PRMBench."""
+    if not all("prmbench" in r for res in per_seed for r in res["sources"].values()):
+        return {"skipped": "the real study ran without prmbench=True (or without the shared PRMBench subset)"}
+    out: dict[str, Any] = {}
+    for s in per_seed[0]["sources"]:
+        cats = per_seed[0]["sources"][s]["prmbench"]
+        out[s] = {}
+        for cat in cats:
+            row = {"records": cats[cat]["records"]}
+            for metric in ("prmscore", "step_auroc"):
+                b = band([res["sources"][s]["prmbench"][cat][metric] for res in per_seed])
+                row[metric] = {"mean": b["f1"], "lo": b["lo"], "hi": b["hi"]}
+            out[s][cat] = row
     return out
 
 
@@ -642,7 +718,8 @@ def run(config: StudyConfig, out: str | Path, *, progress: bool = True) -> dict[
         "real": run_real(config, run_dir, progress),
         "config": {"seeds": config.seeds, "sources": list(config.sources), "trajectories": list(config.trajectories),
                    "domains": list(config.domains), "judge_errors": list(config.judge_errors),
-                   "lenient_factor": config.lenient_factor, "bon_n": config.bon_n, "engine": config.engine},
+                   "lenient_factor": config.lenient_factor, "bon_n": config.bon_n, "engine": config.engine,
+                   "address": config.address},
         "deviations": [
             "labels are made once per source on the whole pool and the first N are used for each N, so a source "
             "that fits a model on what it labels (implicit, consensus) would see the whole pool; the grid's "
