@@ -15,9 +15,11 @@ from selfprm.domains.arith import ArithDomain
 from selfprm.policies.tiny import SFTConfig, TinyLMConfig
 from selfprm.selfplay import roles
 from selfprm.selfplay.ctx2skill import Ctx2SkillConfig, SelfPlay, run_ctx2skill, self_play
-from selfprm.selfplay.reasoner_lm import ReasonerLMConfig, all_facts, reasoner_prompt, training_examples, weak_facts
+from selfprm.domains.arith import apply_op
+from selfprm.selfplay.reasoner_lm import (ReasonerLMConfig, all_facts, chain_facts, entry_effect, reasoner_prompt,
+                                         training_examples, weak_facts)
 from selfprm.selfplay.replay import ReplayScore, select_balanced
-from selfprm.selfplay.skills import Edit, SkillSet, apply_edits, parse_edits, parse_skills
+from selfprm.selfplay.skills import Edit, SkillSet, apply_edits, parse_edits, parse_skills, parse_support
 
 
 def test_skill_edit_changes_reasoner_prompt():
@@ -142,7 +144,8 @@ def test_offline_server_process_answers_and_stops(tmp_path: Path):
 def tiny_config(**kw) -> Ctx2SkillConfig:
     rl = ReasonerLMConfig(n_examples=300, lm=TinyLMConfig(n_layer=1, n_head=2, n_embd=32, n_positions=256),
                           sft=SFTConfig(steps=15, batch_size=16, warmup=5))
-    return Ctx2SkillConfig(reasoner=rl, rounds=2, tasks_per_round=4, n_test=6, probes_per_round=1, **kw)
+    return Ctx2SkillConfig(reasoner=rl, rounds=2, tasks_per_round=4, n_test=6, probes_per_round=1, probe_problems=40,
+                           **kw)
 
 
 @pytest.mark.slow
@@ -157,9 +160,81 @@ def test_run_ctx2skill_end_to_end_against_server_process(tmp_path: Path):
     assert m["rounds"] == 2 and [p["round"] for p in m["curve"]] == [0, 1, 2]
     assert 0.0 <= m["judge_agreement"] <= 1.0 and m["judged_tasks"] == 8
     assert 0 <= m["replay_guard_used"] <= 2 and m["chat_requests"] > 8 + 6 * 3
+    eff = m["entry_effect"]  # the single-entry probe ran through the server: 4 skill files per weak task
+    assert eff["n"] >= 1 and set(eff) == {"none", "true", "wrong", "true_with_distractors", "n"}
     assert (tmp_path / "ctx2skill_accuracy.png").stat().st_size > 0
     assert json.loads((tmp_path / "ctx2skill_metrics.json").read_text())["rounds"] == 2
     # a rerun is read from the run directory, not played again
     again = run_ctx2skill(cfg, tmp_path, progress=False)
     assert again["accuracy"] == m["accuracy"] and again["chat_requests"] == m["chat_requests"]
     assert replace(cfg, rounds=3) != cfg
+
+
+def test_generator_keeps_recurring_entries_past_capacity():
+    skills = SkillSet(("1+1=2", "2+2=4", "3*3=9"))
+    edits = [Edit("ADD", "7*8=6")]
+    # oldest-first would drop 1+1=2; by support the once-proposed 2+2=4 goes (3*3=9 is newer, equal support)
+    assert apply_edits(skills, edits, 3).entries == ("2+2=4", "3*3=9", "7*8=6")
+    support = {"1+1=2": 3, "2+2=4": 1, "3*3=9": 1, "7*8=6": 1}
+    assert apply_edits(skills, edits, 3, support).entries == ("1+1=2", "3*3=9", "7*8=6")
+    # the offline Generator reads the same tally from its chat message
+    msgs = roles.generator_messages("reasoner", skills, edits, 3, support)
+    assert "least supported" in msgs[0]["content"] and "## Support\n3 1+1=2\n" in msgs[1]["content"]
+    assert parse_skills(roles.offline_generator(msgs)).entries == ("1+1=2", "3*3=9", "7*8=6")
+    with pytest.raises(ValueError, match=r"sup:2"):
+        parse_support("3 1+1=2\nmany 2+2=4\n", "sup")
+
+
+def test_proposer_repeats_a_recurring_failure_and_the_loop_tallies_it():
+    dom = ArithDomain()
+    ctx = roles.context_document(dom, all_facts(dom))
+    t1, t2 = dom.make_problem("a", 8, [("*", 8)]), dom.make_problem("b", 8, [("*", 8)])
+    msgs = roles.proposer_messages("reasoner", ctx, SkillSet(), [(t1, "8*8=5\nA:5"), (t2, "8*8=1\nA:1")], 2)
+    assert roles.offline_proposer(msgs) == "ADD: 8*8=4\nADD: 8*8=4"
+    cfg = Ctx2SkillConfig(rounds=1, tasks_per_round=2, n_test=1)
+    sp = SelfPlay(cfg, FakeClient(dom), dom)
+    new = sp.evolve("reasoner", SkillSet(), [(t1, "8*8=5\nA:5"), (t2, "8*8=1\nA:1")], 2, cfg.capacity)
+    assert new.entries == ("8*8=4",) and sp.support == {"8*8=4": 2}
+
+
+class ScriptedReasoner:
+    """Copies a step's value from its skill file when an entry states it, else answers from memory,
+    which is wrong exactly on the facts in ``weak`` (the trained tiny Reasoner's behaviour by construction)."""
+
+    def __init__(self, domain, weak):
+        self.domain, self.weak = domain, weak
+
+    def __call__(self, skills: SkillSet, task) -> str:
+        m = self.domain.config.modulus
+        stated = {e.split("=")[0]: int(e.split("=")[1]) for e in skills.entries}
+        a, steps = task.meta["start"], []
+        for op, b in task.meta["chain"]:
+            key, true = f"{a}{op}{b}", apply_op(a, op, b, m)
+            a = stated.get(key, (true + 1) % m if (a, op, b) in self.weak else true)
+            steps.append(f"{key}={a}")
+        return "\n".join(steps) + f"\nA:{a}"
+
+
+def test_a_true_entry_raises_accuracy_on_the_tasks_that_need_it_and_a_wrong_one_does_not():
+    # scripted Reasoner (the trained tiny one costs minutes; run_ctx2skill reports its own entry_effect)
+    dom = ArithDomain(ReasonerLMConfig().domain)
+    weak = set(weak_facts(ReasonerLMConfig()))
+    probs = dom.sample_problems(200, seed=3)
+    eff = entry_effect(ScriptedReasoner(dom, weak), dom, probs, weak, n_distractors=7, seed=1)
+    assert eff["n"] == sum(any(f in weak for f in chain_facts(p)) for p in probs) > 5
+    assert eff["none"] == 0.0 and eff["true"] == 1.0 and eff["true_with_distractors"] == 1.0
+    assert eff["wrong"] == 0.0
+    with pytest.raises(ValueError, match="none of the problems"):
+        entry_effect(ScriptedReasoner(dom, weak), dom, probs[:1], set(), seed=1)
+
+
+def test_near_miss_distractors_share_the_needed_fact_s_operation():
+    cfg = ReasonerLMConfig(n_examples=60, p_hard=1.0)
+    n_entries = 0
+    for prompt, comp in training_examples(cfg):
+        need = comp.split("\n")[0].split("=")[0]  # one operation per task: '7*8'
+        op = next(c for c in need[1:] if c in "+-*")
+        for e in (ln[2:] for ln in prompt.split("\n") if ln.startswith("- ")):
+            n_entries += 1
+            assert op in e[1:e.index("=")]  # a near miss keeps the operation (the needed fact itself too)
+    assert n_entries > 60

@@ -92,3 +92,18 @@ def test_a_tiny_run_end_to_end_writes_the_schema_and_resumes(tmp_path, one_torch
     # a rerun trains nothing again and measures the same
     again = run(tiny(), tmp_path, progress=False)
     assert json.dumps(again, sort_keys=True, default=str) == json.dumps(m, sort_keys=True, default=str)
+
+
+def test_ctx2skill_overrides_reach_the_reasoner_and_its_capacity():
+    from selfprm.selfplay.ctx2skill import Ctx2SkillConfig
+    from selfprm.studies.selfeval import ctx2skill_config
+
+    base = Ctx2SkillConfig()
+    cfg = ctx2skill_config(base, {"rounds": 2, "reasoner": {"max_skills": 5, "sft": {"steps": 7}},
+                                  "reasoner.n_examples": 11})
+    assert cfg.rounds == 2 and cfg.reasoner.sft.steps == 7 and cfg.reasoner.n_examples == 11
+    assert cfg.capacity == 5 and base.reasoner.sft.steps != 7  # the capacity follows the Reasoner's
+    assert cfg.reasoner.sft.batch_size == base.reasoner.sft.batch_size
+    with pytest.raises(ValueError, match="'reasoner.nope'"):
+        ctx2skill_config(base, {"reasoner": {"nope": 1}})
+    assert ctx2skill_config(base, PRESETS["quick"]().ctx2skill).rounds >= 1

@@ -12,10 +12,17 @@ correct fact when it is in context. Both are made by construction in its SFT dat
   ``p_override`` with a wrong value that the solution then follows, so context beats memory.
 * up to ``max_skills`` distractor entries fill the rest of the file.
 
-Measured with the defaults (seed 0, 400 SFT steps, 152 s on a loaded 2-core machine), greedy, 100
-held-out tasks: 0.73 accurate without skills, 0/13 on the tasks that use a weak fact, 8/13 on those
-with the true weak fact as the only skill entry. Two-operation chains at 300-600 steps stayed near
-0.2-0.26 accuracy, hence one operation per task by default.
+Measured with the defaults (seed 0, 400 SFT steps, 152 s on a loaded 2-core machine), greedy, by
+:func:`entry_effect` on 300 drawn tasks: on the 35 that use a weak fact, 0.00 without skills, 0.60
+with the true entry alone, 0.00 with a wrong one, but 0.06 with the true entry among 7 true
+distractors; on non-weak tasks 0.81 / 0.95 / 0.54 / 0.81. So a full skill file (what self-play
+writes) hides a good entry from this Reasoner: its lookup does not survive distractors, and the
+loop's effect stays flat (see :mod:`selfprm.selfplay.ctx2skill`). Tried at the same budget and
+worse: 3 layers at width 96 with half the distractors near misses (``p_hard=0.5``; true entry
+alone 0.06), and 16 weak facts, 12 entries, ``p_context=0.6``, ``p_override=0.3`` (memory fell to
+0.05 on non-weak tasks); 800 steps (517 s loaded): true entry alone 0.43, among distractors 0.14.
+Two-operation chains at 300-600 steps stayed near 0.2-0.26 accuracy,
+hence one operation per task by default.
 
 The training text is exactly what the chat template (:func:`reasoner_prompt`) builds from a chat
 request: the system message (the Markdown skill file), then the user message (the ``Q:`` line).
@@ -24,13 +31,14 @@ request: the system message (the Markdown skill file), then the user message (th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from selfprm.domains.arith import ArithConfig, ArithDomain, apply_op
 from selfprm.policies.tiny import SFTConfig, TinyLMConfig, build_char_tokenizer, build_tiny_lm, train_sft
 from selfprm.selfplay.skills import SkillSet
+from selfprm.types import Problem
 
 Fact = tuple[int, str, int]  # (running value, operation, operand)
 
@@ -51,6 +59,8 @@ class ReasonerLMConfig:
         max_skills: most skill entries in the context (the skill file's capacity).
         p_context: chance a needed non-weak fact is stated in the training context.
         p_override: chance a stated non-weak fact carries a wrong value the solution follows.
+        p_hard: chance a distractor entry is a near miss of a needed fact (same running value and
+            operation, or same operation and operand), so the lookup learns to match the whole key.
         n_examples: training examples drawn.
         lm: the tiny LM's shape.
         sft: its SFT schedule.
@@ -65,6 +75,7 @@ class ReasonerLMConfig:
     max_skills: int = 8
     p_context: float = 0.5
     p_override: float = 0.2
+    p_hard: float = 0.0
     n_examples: int = 6000
     lm: TinyLMConfig = field(default_factory=lambda: TinyLMConfig(n_layer=2, n_embd=128, n_positions=256))
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=400, batch_size=32, lr=3e-3, warmup=30))
@@ -131,8 +142,14 @@ def training_examples(config: ReasonerLMConfig) -> list[tuple[str, str]]:
             steps.append(fact_text(f, r))
             a = r
         room = config.max_skills - len(stated)
+        needed = list(world)
         for _ in range(int(rng.integers(0, max(0, room) + 1))):
-            f = facts[int(rng.integers(0, len(facts)))]
+            if rng.random() < config.p_hard:  # a near miss: the lookup must match all of a, op and b
+                n = needed[int(rng.integers(0, len(needed)))]
+                near = [g for g in facts if g != n and g[1] == n[1] and (g[0] == n[0] or g[2] == n[2])]
+                f = near[int(rng.integers(0, len(near)))]
+            else:
+                f = facts[int(rng.integers(0, len(facts)))]
             if f not in stated:
                 true = apply_op(f[0], f[1], f[2], m)
                 stated[f] = (true + int(rng.integers(1, m))) % m if f in weak else true
@@ -175,3 +192,34 @@ def skill_entries_for(problems: Sequence, facts: set[Fact], modulus: int) -> lis
             if f in facts and e not in seen:
                 seen.append(e)
     return seen
+
+
+def entry_effect(answer: Callable[[SkillSet, Problem], str], domain: ArithDomain, problems: Sequence[Problem],
+                 facts: set[Fact], n_distractors: int = 0, seed: int = 0) -> dict[str, float]:
+    """What one skill entry does, on the ``problems`` that use a fact of ``facts``: the Reasoner's
+    accuracy (exact verifier) with no skills, with that fact's true entry, with a wrong entry for it
+    (the true value shifted by a random nonzero amount), and with the true entry among
+    ``n_distractors`` true entries of facts the task does not use. ``answer(skills, problem)`` is
+    the Reasoner's reply. Good edits should raise ``true`` above ``none``; a bad one should not."""
+    m = domain.config.modulus
+    rng = np.random.default_rng(seed)
+    pool = all_facts(domain)
+    acc = {"none": 0, "true": 0, "wrong": 0, "true_with_distractors": 0}
+    used = [p for p in problems if any(f in facts for f in chain_facts(p))]
+    if not used:
+        raise ValueError("entry_effect: none of the problems uses a fact of the given set")
+    for p in used:
+        f = next(f for f in chain_facts(p) if f in facts)
+        true = apply_op(f[0], f[1], f[2], m)
+        need = set(chain_facts(p))
+        others = [g for g in pool if g not in need]
+        picks = [others[i] for i in rng.choice(len(others), size=min(n_distractors, len(others)), replace=False)]
+        noise = [fact_text(g, apply_op(g[0], g[1], g[2], m)) for g in picks]
+        at = int(rng.integers(0, len(noise) + 1))
+        files = {"none": SkillSet(), "true": SkillSet((fact_text(f, true),)),
+                 "wrong": SkillSet((fact_text(f, (true + int(rng.integers(1, m))) % m),)),
+                 "true_with_distractors": SkillSet(tuple(noise[:at] + [fact_text(f, true)] + noise[at:]))}
+        for k, s in files.items():
+            _, ans, _ = domain.parse_completion(answer(s, p))
+            acc[k] += domain.check_answer(p, ans)
+    return {**{k: v / len(used) for k, v in acc.items()}, "n": float(len(used))}

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from selfprm.domains.arith import ArithDomain, apply_op
-from selfprm.selfplay.skills import Edit, SkillSet, apply_edits, parse_edits, parse_skills
+from selfprm.selfplay.skills import (Edit, SkillSet, apply_edits, parse_edits, parse_skills, parse_support,
+                                     render_support)
 from selfprm.types import Problem
 
 _TASK_RE = re.compile(r"^Q:(\d+)((?: [+\-*]\d+)+)\s*(?:=>\s*(\d+))?$")
@@ -112,12 +113,17 @@ def proposer_messages(side: str, context: str, skills: SkillSet, cases: Sequence
     ]
 
 
-def generator_messages(side: str, skills: SkillSet, edits: Sequence[Edit], capacity: int) -> list[dict[str, str]]:
+def generator_messages(side: str, skills: SkillSet, edits: Sequence[Edit], capacity: int,
+                       support: Mapping[str, int] | None = None) -> list[dict[str, str]]:
+    """With ``support`` (per entry, how many failures so far proposed it) the Generator is asked to
+    keep the best-supported entries; without it, to drop the oldest."""
+    rule = "drop the least supported first, the oldest among equals" if support is not None else "drop the oldest first"
+    tail = "" if support is None else "\n## Support\n" + render_support(support)
     return [
         {"role": "system", "content": f"You are the Generator for the {side}. Apply the edits to the skill file and "
-         f"reply with the whole updated Markdown file, at most {capacity} entries (drop the oldest first)."},
+         f"reply with the whole updated Markdown file, at most {capacity} entries ({rule})."},
         {"role": "user", "content": "## Skill file\n" + skills.render() + "\n## Edits\n"
-         + "\n".join(e.render() for e in edits) + "\n"},
+         + "\n".join(e.render() for e in edits) + "\n" + tail},
     ]
 
 
@@ -207,7 +213,7 @@ def offline_judge(messages: Sequence[dict[str, str]], noise: float, seed: int) -
 def offline_proposer(messages: Sequence[dict[str, str]]) -> str:
     """Reasoner side: per failed case, the context's fact for the first step the response got wrong
     (else, when every step is right, the first fact the skills lack: a useless edit a noisy verdict
-    causes). Challenger side: the facts of each solved case as 'The Reasoner solves ...', and a
+    causes), one ``ADD`` line per case, so a fact two cases fail on is proposed twice. Challenger side: the facts of each solved case as 'The Reasoner solves ...', and a
     longer chain when at least half the tasks were solved (difficulty rises with success)."""
     system, user = messages[0]["content"], messages[-1]["content"]
     side = _field(user, "Side")
@@ -228,10 +234,8 @@ def offline_proposer(messages: Sequence[dict[str, str]]) -> str:
             written = [ln.strip() for ln in response.splitlines() if _FACT_RE.match(ln.strip())]
             wrong = [k for j, k in enumerate(keys) if j >= len(written) or written[j] != f"{k}={table[k]}"]
             pick = wrong[0] if wrong else next((k for k in keys if f"{k}={table[k]}" not in skills.entries), None)
-            if pick is not None:
-                e = f"ADD: {pick}={table[pick]}"
-                if e not in edits:
-                    edits.append(e)
+            if pick is not None:  # one line per failed case: a repeated line is a recurring failure
+                edits.append(f"ADD: {pick}={table[pick]}")
     else:
         mt = re.search(r"^Solved (\d+) of (\d+) tasks", user, flags=re.M)
         solved, total = (int(mt.group(1)), int(mt.group(2))) if mt else (len(cases), max(1, len(cases)))
@@ -255,9 +259,12 @@ def offline_proposer(messages: Sequence[dict[str, str]]) -> str:
 
 
 def offline_generator(messages: Sequence[dict[str, str]]) -> str:
-    """The skill file after the edits, trimmed to the stated capacity (oldest entries first)."""
+    """The skill file after the edits, trimmed to the stated capacity: by support when the message
+    carries a ``## Support`` section (:func:`~selfprm.selfplay.skills.keep_supported`), else oldest first."""
     system, user = messages[0]["content"], messages[-1]["content"]
     capacity = int(re.search(r"at most (\d+) entries", system).group(1))  # type: ignore[union-attr]
     skills = parse_skills(_section(user, "Skill file"), "generator skill file")
     edits = parse_edits(_section(user, "Edits"), "generator edits")
-    return apply_edits(skills, edits, capacity).render()
+    has_support = re.search(r"^## Support$", user, flags=re.M) is not None
+    support = parse_support(_section(user, "Support"), "generator support") if has_support else None
+    return apply_edits(skills, edits, capacity, support).render()

@@ -15,7 +15,7 @@ malformed one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 HEADER = "# Skills"
 
@@ -76,10 +76,11 @@ def parse_edits(text: str, source: str = "<edits>") -> list[Edit]:
     return edits
 
 
-def apply_edits(skills: SkillSet, edits: Sequence[Edit], capacity: int | None = None) -> SkillSet:
+def apply_edits(skills: SkillSet, edits: Sequence[Edit], capacity: int | None = None,
+                support: Mapping[str, int] | None = None) -> SkillSet:
     """``skills`` after ``edits`` in order: an ADD appends (moved to the end if present, so the
-    order is by recency), a DELETE removes; past ``capacity`` the oldest entries go first, since
-    the file must fit the reader's context."""
+    order is by recency), a DELETE removes. Past ``capacity`` (the file must fit the reader's
+    context) entries go by :func:`keep_supported` when ``support`` is given, else oldest first."""
     entries = list(skills.entries)
     for e in edits:
         if e.entry in entries:
@@ -87,5 +88,34 @@ def apply_edits(skills: SkillSet, edits: Sequence[Edit], capacity: int | None = 
         if e.op == "ADD":
             entries.append(e.entry)
     if capacity is not None and len(entries) > capacity:
-        entries = entries[len(entries) - capacity:]
+        entries = (keep_supported(entries, capacity, support) if support is not None
+                   else entries[len(entries) - capacity:])
     return SkillSet(tuple(entries))
+
+
+def keep_supported(entries: Sequence[str], capacity: int, support: Mapping[str, int]) -> list[str]:
+    """The ``capacity`` entries with the most support (how many failures proposed them so far),
+    the more recent among equals, in their original order: an entry that recurs across failures
+    is consolidated rather than pushed out by one-off edits."""
+    rank = sorted(range(len(entries)), key=lambda i: (support.get(entries[i], 0), i), reverse=True)
+    keep = set(rank[:capacity])
+    return [e for i, e in enumerate(entries) if i in keep]
+
+
+def render_support(support: Mapping[str, int]) -> str:
+    """``support`` as lines ``<count> <entry>`` (the Generator's message section)."""
+    return "".join(f"{n} {e}\n" for e, n in support.items())
+
+
+def parse_support(text: str, source: str = "<support>") -> dict[str, int]:
+    """The inverse of :func:`render_support`; a line that is not ``<count> <entry>`` raises
+    ``ValueError`` naming ``source`` and the line number."""
+    out: dict[str, int] = {}
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        n, _, e = line.strip().partition(" ")
+        if not n.isdigit() or not e.strip():
+            raise ValueError(f"{source}:{i}: a support line must read '<count> <entry>', got {line!r}")
+        out[e.strip()] = int(n)
+    return out

@@ -84,7 +84,8 @@ class SelfEvalConfig:
         pushback_trajectories: trajectories challenged for the pushback measure.
         n_bins: equal-mass bins of ECE and the reliability diagram.
         cross_sft_steps: SFT steps of the second policy of the self vs cross comparison.
-        ctx2skill: overrides of ``selfprm.selfplay.ctx2skill.Ctx2SkillConfig`` (JSON on the command line).
+        ctx2skill: overrides of ``selfprm.selfplay.ctx2skill.Ctx2SkillConfig`` (JSON on the command line;
+            dotted names or nested objects reach the Reasoner's config, see :func:`ctx2skill_config`).
     """
 
     parts: tuple[str, ...] = PARTS
@@ -139,13 +140,35 @@ def _quick() -> SelfEvalConfig:
         n_train_problems=100, n_eval_problems=30, bon_problems=16, bon_n=4, prm_pool_problems=40,
         prm_pool_samples=2, prm_train=PRMTrainConfig(epochs=1, batch_size=32, head_lr=5e-2),
         judge_problems=24, judge_samples=2, stability_trajectories=12, pushback_trajectories=12, n_bins=5,
-        cross_sft_steps=100, ctx2skill={"rounds": 2, "n_test": 40},
+        cross_sft_steps=100, ctx2skill={"rounds": 3, "tasks_per_round": 12, "n_test": 50, "probe_problems": 100},
     )
 
 
 Config = SelfEvalConfig
 PRESETS = {"full": SelfEvalConfig, "quick": _quick}
 DEFAULT_OUT = "runs/selfeval"
+
+
+def ctx2skill_config(base: Any, overrides: dict[str, Any]) -> Any:
+    """``base`` (a ``Ctx2SkillConfig``) with ``overrides``: dotted names (``"reasoner.sft.steps"``) or
+    nested objects (``{"reasoner": {"sft": {"steps": 300}}}``) reach nested configs, which are rebuilt
+    so their checks run; an unknown name raises ``ValueError`` naming it."""
+    import dataclasses
+
+    from selfprm.cli import apply_overrides
+
+    def flat(obj: Any, d: dict[str, Any], prefix: str = ""):
+        for k, v in d.items():
+            head = k.split(".")[0]
+            if not any(f.name == head for f in dataclasses.fields(obj)):
+                raise ValueError(f"ctx2skill override {prefix + k!r}: {type(obj).__name__} has no field {head!r}")
+            sub = getattr(obj, k, None)
+            if isinstance(v, dict) and dataclasses.is_dataclass(sub):
+                yield from flat(sub, v, prefix + k + ".")
+            else:
+                yield prefix + k, v
+
+    return apply_overrides(base, dict(flat(base, overrides)))
 
 
 # ----------------------------------------------------------------------------- stages
@@ -392,8 +415,8 @@ def run(config: SelfEvalConfig, out: str | Path, *, progress: bool = True) -> di
         log("selfeval: Ctx2Skill self-play")
         from selfprm.selfplay.ctx2skill import Ctx2SkillConfig, run_ctx2skill
 
-        metrics["ctx2skill"] = run_ctx2skill(Ctx2SkillConfig(**cfg.ctx2skill), run_dir.root / "ctx2skill",
-                                             progress=progress)
+        metrics["ctx2skill"] = run_ctx2skill(ctx2skill_config(Ctx2SkillConfig(), cfg.ctx2skill),
+                                             run_dir.root / "ctx2skill", progress=progress)
 
     run_dir.write_json("selfeval_metrics.json", metrics)
     atomic_write_text(run_dir.root / "selfeval_table.md", table(metrics))
