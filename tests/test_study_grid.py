@@ -91,7 +91,8 @@ def test_tools_pools_are_written_with_the_calculator_running():
 
     from selfprm.domains.tools import ToolsDomain
     from selfprm.policies.tiny import build_char_tokenizer, build_tiny_lm
-    from selfprm.studies.study import ToolCallingPolicy
+    from selfprm.policies.hf import HFPolicy
+    from selfprm.policies.tool_calling import ToolCallingPolicy
 
     torch.set_num_threads(1)
     domain = ToolsDomain()
@@ -106,6 +107,8 @@ def test_tools_pools_are_written_with_the_calculator_running():
     policy.reseed(5)  # repeatable from its seed, as a resumed label shard needs
     assert [[t.steps for t in g] for g in policy.sample(problems, 2)] == [[t.steps for t in g] for g in first]
     assert not isinstance(study._writer(cfg, study._make_domain("arith", cfg), lm, tok, 0), ToolCallingPolicy)
+    with pytest.raises(ValueError, match="ToolCallingPolicy"):  # the silent bug is a loud error now
+        HFPolicy(lm, tok, domain)
 
 
 def test_prm_epochs_give_every_n_its_minimum_of_steps():

@@ -47,6 +47,11 @@ class HFPolicyConfig:
 
 class HFPolicy:
     def __init__(self, model, tokenizer, domain: Domain, config: HFPolicyConfig | None = None):
+        from selfprm.rl.rollout import uses_tools
+
+        if uses_tools(domain):
+            raise ValueError(f"HFPolicy would write the answers of domain {getattr(domain, 'name', domain)!r}'s tool "
+                             "calls itself; use selfprm.policies.tool_calling.ToolCallingPolicy, which runs them")
         self.model = model
         self.tokenizer = tokenizer
         self.domain = domain

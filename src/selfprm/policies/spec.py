@@ -92,6 +92,12 @@ def load_policy(spec: str, domain: Domain, *, temperature: float = 1.0, max_new_
         device, dtype = kw.pop("device", None), kw.pop("dtype", None)
         config = _config(HFPolicyConfig, kw, scheme, **common)
         lm, tokenizer = load_hf_model(folder, device=device, dtype=dtype)
+        from selfprm.rl.rollout import uses_tools
+
+        if uses_tools(domain):  # the tool runs between the model's turns, not in its text
+            from selfprm.policies.tool_calling import ToolCallingPolicy
+
+            return ToolCallingPolicy(lm, tokenizer, domain, config.temperature, config.max_new_tokens, config.seed)
         return HFPolicy(lm, tokenizer, domain, config)
     if scheme == "openai":
         from selfprm.policies.openai_api import OpenAIPolicy, OpenAIPolicyConfig, list_models
