@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from selfprm.domains.base import Domain
 from selfprm.policies.base import TextCompletionPolicy
@@ -175,40 +175,51 @@ class OpenAIPolicy(TextCompletionPolicy):
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         """One request, retried on connection errors, timeouts, 429 and 5xx with exponential back-off."""
-        c = self.config
-        data = json.dumps(body).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = c.api_key if c.api_key is not None else os.environ.get("OPENAI_API_KEY")
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        status: int | None = None
-        why, wait = "", 0.0
-        for attempt in range(c.max_retries + 1):
-            if attempt:
-                time.sleep(wait)
+        def count() -> None:
             with self._lock:
                 self.requests += 1
-            wait = c.backoff * 2 ** attempt
-            req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=c.timeout) as r:
-                    raw = r.read()
-            except urllib.error.HTTPError as e:
-                status, why = e.code, _error_message(e)
-                if status not in RETRY_STATUS:
-                    raise OpenAIAPIError(self.url, status, why) from None
-                wait = _retry_after(e, wait)
-                continue
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-                # URLError wraps refused connections and connect timeouts; a read timeout is a bare
-                # TimeoutError; a server that drops the connection is a ConnectionError
-                status, why = None, str(getattr(e, "reason", e)) or type(e).__name__
-                continue
-            try:
-                return json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise OpenAIAPIError(self.url, 200, f"response is not JSON ({e.msg})") from None
-        raise OpenAIAPIError(self.url, status, f"{why} (after {c.max_retries + 1} attempts)")
+
+        return post_json(self.url, body, self.config, count)
+
+
+def post_json(url: str, body: dict[str, Any], config: Any, on_attempt: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """POST ``body`` as JSON to ``url`` and return the JSON reply, retried on connection errors,
+    timeouts, 429 and 5xx with exponential back-off (``config``: ``api_key``, ``timeout``,
+    ``max_retries``, ``backoff``); ``on_attempt`` is called before each attempt (request counters).
+    A 4xx other than 429, or a reply that is not JSON, raises :class:`OpenAIAPIError` at once."""
+    c = config
+    data = json.dumps(body).encode("utf-8")
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    key = c.api_key if c.api_key is not None else os.environ.get("OPENAI_API_KEY")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    status: int | None = None
+    why, wait = "", 0.0
+    for attempt in range(c.max_retries + 1):
+        if attempt:
+            time.sleep(wait)
+        on_attempt()
+        wait = c.backoff * 2 ** attempt
+        req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=c.timeout) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as e:
+            status, why = e.code, _error_message(e)
+            if status not in RETRY_STATUS:
+                raise OpenAIAPIError(url, status, why) from None
+            wait = _retry_after(e, wait)
+            continue
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+            # URLError wraps refused connections and connect timeouts; a read timeout is a bare
+            # TimeoutError; a server that drops the connection is a ConnectionError
+            status, why = None, str(getattr(e, "reason", e)) or type(e).__name__
+            continue
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise OpenAIAPIError(url, 200, f"response is not JSON ({e.msg})") from None
+    raise OpenAIAPIError(url, status, f"{why} (after {c.max_retries + 1} attempts)")
 
 
 def _choice_tokens(choice: dict[str, Any]) -> int | None:

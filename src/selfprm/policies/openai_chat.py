@@ -12,15 +12,10 @@ a timeout, HTTP 429 or 5xx is retried with exponential back-off; what still fail
 
 from __future__ import annotations
 
-import json
-import os
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from selfprm.policies.openai_api import RETRY_STATUS, OpenAIAPIError, _error_message, _retry_after
+from selfprm.policies.openai_api import OpenAIAPIError, post_json
 
 
 def chat_url(base_url: str) -> str:
@@ -80,34 +75,8 @@ class ChatClient:
         return str(text or "")
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        c = self.config
-        data = json.dumps(body).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = c.api_key if c.api_key is not None else os.environ.get("OPENAI_API_KEY")
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        status: int | None = None
-        why, wait = "", 0.0
-        for attempt in range(c.max_retries + 1):
-            if attempt:
-                time.sleep(wait)
+        """One request, with the completions client's retries and back-off."""
+        def count() -> None:
             self.requests += 1
-            wait = c.backoff * 2 ** attempt
-            req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=c.timeout) as r:
-                    raw = r.read()
-            except urllib.error.HTTPError as e:
-                status, why = e.code, _error_message(e)
-                if status not in RETRY_STATUS:
-                    raise OpenAIAPIError(self.url, status, why) from None
-                wait = _retry_after(e, wait)
-                continue
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-                status, why = None, str(getattr(e, "reason", e)) or type(e).__name__
-                continue
-            try:
-                return json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise OpenAIAPIError(self.url, 200, f"response is not JSON ({e.msg})") from None
-        raise OpenAIAPIError(self.url, status, f"{why} (after {c.max_retries + 1} attempts)")
+
+        return post_json(self.url, body, self.config, count)

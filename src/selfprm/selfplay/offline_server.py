@@ -25,12 +25,13 @@ import threading
 import time
 import uuid
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Iterator, Sequence
 
 from selfprm.domains.arith import ArithConfig, ArithDomain
 from selfprm.rundir import config_blob
 from selfprm.selfplay import roles
+from selfprm.serving.policy_server import JSONHandler
 
 RULE_ROLES = ("challenger", "judge", "proposer", "generator")
 
@@ -73,20 +74,9 @@ class OfflinePlayers:
 def build_server(players: OfflinePlayers, port: int = 0) -> ThreadingHTTPServer:
     """The server on 127.0.0.1 (never another interface); ``server.url`` is its base URL."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
             pass
-
-        def _send(self, status: int, obj: Any) -> None:
-            data = json.dumps(obj).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
-            self._send(status, {"error": {"message": message, "type": kind, "code": status}})
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             path = self.path.rstrip("/")

@@ -210,24 +210,28 @@ def build_policy_server(
     return server
 
 
+class JSONHandler(BaseHTTPRequestHandler):
+    """A request handler that answers in JSON, errors in the OpenAI API's shape."""
+
+    def _send(self, status: int, obj: Any) -> None:
+        data = json.dumps(obj).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        self._send(status, {"error": {"message": message, "type": kind, "code": status}})
+
+
 def _make_handler(completer: HFCompleter, model_name: str, cap: int, verbose: bool) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         server_version = "selfprm-policy-server/0.1"
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
             if verbose:
                 super().log_message(format, *args)
-
-        def _send(self, status: int, obj: Any) -> None:
-            data = json.dumps(obj).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
-            self._send(status, {"error": {"message": message, "type": kind, "code": status}})
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             if self.path.rstrip("/") in ("/v1/models", "/models"):
