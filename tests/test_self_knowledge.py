@@ -141,3 +141,15 @@ def test_a_prm_is_a_step_judge(tiny_lm, char_tokenizer, trajs, one_torch_thread)
     res = run_suite(judge, trajs, lambda t: "")
     assert res.metrics["pushback_flip_rate"] is None and 0 <= res.metrics["brier"] <= 1
     assert res.metrics["n_scored"] == 4 and res.metrics["stability"]["steps"] == 4
+
+
+def test_equal_width_bins_are_guo_s_and_differ_from_equal_mass():
+    from selfprm.eval.calibration import ece, reliability
+
+    probs, labels = [0.05, 0.1, 0.15, 0.9], [0, 0, 1, 1]
+    width = reliability(probs, labels, n_bins=2, binning="width")  # [0, .5): 3 predictions; [.5, 1]: 1
+    assert width.counts == [3, 1]
+    assert ece(probs, labels, 2, "width") == pytest.approx(0.75 * abs(0.1 - 1 / 3) + 0.25 * 0.1)
+    assert reliability(probs, labels, n_bins=2).counts == [2, 2]  # equal mass
+    with pytest.raises(ValueError, match="binning"):
+        reliability(probs, labels, binning="quantile")

@@ -10,6 +10,7 @@ make the estimate noisy):
 
 Predictions are sorted and cut into ``n_bins`` consecutive runs of (almost) equal size
 (``numpy.array_split``), so ties may fall into neighbouring bins; a bin never is empty.
+``binning="width"`` gives Guo et al.'s equal-width bins ``[b/n, (b+1)/n)`` instead (empty ones dropped).
 """
 
 from __future__ import annotations
@@ -43,19 +44,31 @@ class Reliability:
     counts: list[int]
 
 
-def reliability(probs: Sequence[float], labels: Sequence[bool | int | float], n_bins: int = 10) -> Reliability:
-    """The equal-mass bins of the module docstring (fewer bins when there are fewer predictions)."""
+def reliability(probs: Sequence[float], labels: Sequence[bool | int | float], n_bins: int = 10,
+                binning: str = "mass") -> Reliability:
+    """The bins of the module docstring: equal-mass (fewer bins when there are fewer predictions) or
+    equal-width (``binning="width"``, empty bins left out)."""
     p, y = _clean(probs, labels)
     if len(p) == 0:
         return Reliability([], [], [])
-    order = np.argsort(p, kind="mergesort")
-    bins = [b for b in np.array_split(order, min(n_bins, len(p))) if len(b)]
+    if binning == "mass":
+        order = np.argsort(p, kind="mergesort")
+        bins = [b for b in np.array_split(order, min(n_bins, len(p))) if len(b)]
+    elif binning == "width":
+        idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
+        bins = [np.flatnonzero(idx == b) for b in range(n_bins) if np.any(idx == b)]
+    else:
+        raise ValueError(f"binning must be 'mass' or 'width', got {binning!r}")
     return Reliability([float(p[b].mean()) for b in bins], [float(y[b].mean()) for b in bins], [len(b) for b in bins])
 
 
-def ece(probs: Sequence[float], labels: Sequence[bool | int | float], n_bins: int = 10) -> float:
-    """Expected calibration error over equal-mass bins; NaN without predictions."""
-    r = reliability(probs, labels, n_bins)
+def ece(probs: Sequence[float], labels: Sequence[bool | int | float], n_bins: int = 10, binning: str = "mass") -> float:
+    """Expected calibration error over the bins of :func:`reliability`; NaN without predictions."""
+    return ece_of(reliability(probs, labels, n_bins, binning))
+
+
+def ece_of(r: Reliability) -> float:
+    """ECE of already-binned predictions; NaN without predictions."""
     n = sum(r.counts)
     if n == 0:
         return math.nan

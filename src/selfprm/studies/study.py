@@ -41,6 +41,7 @@ import numpy as np
 from selfprm.domains.arith import ArithConfig
 from selfprm.domains.code import CodeConfig
 from selfprm.domains.tools import ToolsConfig
+from selfprm.eval.calibration import ece_of, reliability
 from selfprm.eval.metrics import (best_of_n, first_error_f1, predicted_first_error, solution_scores, step_auroc,
                                   tune_threshold)
 from selfprm.policies.tiny import SFTConfig, TinyLMConfig
@@ -277,23 +278,11 @@ def replacement_ratios(cells: list[dict], key: str, source: str, metric: str = "
 
 
 def ece(scores: Sequence[float], labels: Sequence[bool], bins: int = 10) -> tuple[float, list[list[float]]]:
-    """Expected calibration error of step scores as P(sound) (Guo et al., arXiv 1706.04599, Eq. 3):
-    ``sum_b |B_b|/n * |mean score_b - share sound_b|`` over equal-width bins; also each bin's
-    ``[mean score, share sound, count]`` for a reliability diagram."""
-    s = np.asarray(scores, dtype=float)
-    y = np.asarray(labels, dtype=float)
-    keep = ~np.isnan(s)
-    s, y = s[keep], y[keep]
-    if len(s) == 0:
-        return math.nan, []
-    idx = np.minimum((s * bins).astype(int), bins - 1)
-    total, table = 0.0, []
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.sum() / len(s) * abs(s[m].mean() - y[m].mean())
-            table.append([float(s[m].mean()), float(y[m].mean()), int(m.sum())])
-    return float(total), table
+    """Expected calibration error of step scores as P(sound) over equal-width bins (Guo et al., arXiv
+    1706.04599, Eq. 3; :mod:`selfprm.eval.calibration`), and each non-empty bin's
+    ``[mean score, share sound, count]`` for the page's reliability diagram."""
+    r = reliability(scores, labels, bins, binning="width")
+    return ece_of(r), [[c, a, n] for c, a, n in zip(r.confidence, r.accuracy, r.counts)]
 
 
 def is_recovered(t: Trajectory) -> bool:
