@@ -36,6 +36,13 @@ def test_probe_and_decoder_learn_separable_intents():
     heads = train_probe(feats, intents, ProbeConfig(steps=150), torch.Generator().manual_seed(0), seed=0)
     scores = evaluate_heads(heads, feats, intents)
     assert scores["intent_accuracy"] == 1.0 and scores["slot_accuracy"] == 1.0
+    assert scores["slot_one_class"] == 0.0
+    # a probe that answers one hour for every alarm is flagged, whatever its accuracy
+    untrained = train_probe(feats, intents, ProbeConfig(steps=0), torch.Generator().manual_seed(0), seed=0)
+    with torch.no_grad():
+        for p in untrained.parameters():
+            p.zero_()
+    assert evaluate_heads(untrained, feats, intents)["slot_one_class"] == 1.0
     dec = train_text_decoder(feats, intents, TextDecoderConfig(steps=250), torch.Generator().manual_seed(0), seed=0)
     assert dec.generate(feats[:1]) == ["set an alarm for 7:30"]
     assert token_f1("call ann", "video call ann") == pytest.approx(0.8)

@@ -130,7 +130,8 @@ def train_probe(
 
 @torch.no_grad()
 def evaluate_heads(heads: IntentHeads, features: torch.Tensor, intents: list[Intent]) -> dict[str, float]:
-    """intent_accuracy: template argmax; slot_accuracy: per recording, the share of its slots right.
+    """intent_accuracy: template argmax; slot_accuracy: per recording, the share of its slots right;
+    slot_one_class: 1.0 when a slot with varied true values got a single predicted value.
 
     For templates unknown to the heads (zero-shot) only slot accuracy is meaningful.
     """
@@ -143,6 +144,10 @@ def evaluate_heads(heads: IntentHeads, features: torch.Tensor, intents: list[Int
     present = targets.slots >= 0
     per_recording = ((slot_pred == targets.slots) & present).sum(1).float() / present.sum(1).clamp(min=1)
     out = {"slot_accuracy": float(per_recording.mean())}
+    # A degenerate probe predicts one value for a slot whose true values vary: 1.0 when any slot does
+    # (its accuracy is then just that value's share of the test set), 0.0 otherwise
+    varied = [j for j in range(targets.slots.shape[1]) if targets.slots[present[:, j], j].unique().numel() > 1]
+    out["slot_one_class"] = float(any(slot_pred[present[:, j], j].unique().numel() == 1 for j in varied))
     if intent_acc is not None:
         out["intent_accuracy"] = float(intent_acc)
     return out

@@ -31,6 +31,11 @@ def task_tables(result: dict) -> str:
                           for name, per_k in rows.items()])]
     else:
         parts.append("\nNo held-out intents in this task.\n")
+    one_class = [f"{name} at {k}/intent ({per_k[k]['slot_one_class']:.0%} of seeds)" for name, per_k in rows.items()
+                 for k in counts if per_k[k].get("slot_one_class", 0.0) > 0]
+    if one_class:
+        parts.append("\nDegenerate seen-intent slot heads (one predicted value for a slot whose true values "
+                     "vary, so their slot accuracy is that value's share): " + "; ".join(one_class) + "\n")
     curve_rows = []
     for name, per_seed in result.get("curve", {}).items():
         for seed_i, points in enumerate(per_seed):
