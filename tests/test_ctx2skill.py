@@ -238,3 +238,32 @@ def test_near_miss_distractors_share_the_needed_fact_s_operation():
             n_entries += 1
             assert op in e[1:e.index("=")]  # a near miss keeps the operation (the needed fact itself too)
     assert n_entries > 60
+
+
+def test_offline_reasoner_retrieves_the_entries_its_task_names(monkeypatch):
+    from selfprm.selfplay import reasoner_lm
+    from selfprm.selfplay.offline_server import OfflinePlayers
+
+    skills = SkillSet(("7*8=6", "7*3=1", "2*8=6", "6+1=7", "9+1=0", "Multiply carefully."))
+    # the first step's key must match whole; a later step's by operation and operand (its value is unknown)
+    assert roles.relevant_entries(skills, "Q:7 *8").entries == ("7*8=6",)
+    assert roles.relevant_entries(skills, "Q:7 *8 +1").entries == ("7*8=6", "6+1=7", "9+1=0")
+    assert roles.relevant_entries(skills, "Q:4 *8").entries == ()
+    assert roles.relevant_entries(skills, "not a task").entries == ()
+    # the offline server's Reasoner sees only those entries; with retrieval off, the whole file
+    monkeypatch.setattr(reasoner_lm, "greedy_answer", lambda model, tok, prompt, max_new_tokens: prompt)
+    task = ArithDomain().make_problem("t", 7, [("*", 8)])
+    for retrieval, seen in ((True, "# Skills\n- 7*8=6\nQ:7 *8\n"),
+                            (False, reasoner_prompt(skills.render(), "Q:7 *8"))):
+        players = OfflinePlayers(None, ArithDomain(), retrieval=retrieval)
+        players.model = players.tok = object()
+        assert players.reply("reasoner", roles.reasoner_messages(skills, task), 48) == seen
+
+
+def test_fixed_and_broken_by_hand():
+    from selfprm.selfplay.ctx2skill import fixed_and_broken
+
+    base = [False, False, False, False, True, True]
+    new = [True, False, True, False, True, False]  # fixes 2 of 4 failures, breaks 1 of 2 solved
+    assert fixed_and_broken(base, new) == {"fixed": 0.5, "broken": 0.5, "base_wrong": 4, "base_right": 2}
+    assert fixed_and_broken([True], [True])["fixed"] is None

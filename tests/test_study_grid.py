@@ -60,6 +60,14 @@ def test_cache_rerun_and_one_changed_parameter(tmp_path, begun):
     study.run(tiny_config(judge_errors=(0.1,)), out, progress=False)
     assert begun and all(n.startswith("arith-fuzzy@0.1/") for n in begun), begun
     assert len(begun) < n_first
+    # exact labels read no outcome: the fuzzy variant's oracle cells are the crisp ones, never recomputed
+    assert not any("/oracle/" in n for n in begun), begun
+    fuzzy = {(c["seed"], c["trajectories"]): c for c in first["cells"]
+             if c["domain"] == "arith-fuzzy" and c["source"] == "oracle"}
+    crisp = {(c["seed"], c["trajectories"]): c for c in first["cells"]
+             if c["domain"] == "arith" and c["source"] == "oracle"}
+    assert fuzzy.keys() == crisp.keys() and all(fuzzy[k]["step_auroc"] == crisp[k]["step_auroc"] for k in fuzzy)
+    assert all(c["domain_key"] == "arith-fuzzy@0.3" for c in fuzzy.values())
     # a new N trains only that N's PRMs (and evaluates them)
     begun.clear()
     study.run(tiny_config(judge_errors=(0.1,), trajectories=(4, 8, 6)), out, progress=False)

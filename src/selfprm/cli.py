@@ -252,6 +252,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     # a study whose --out is a file (generate, label) records its config itself, after its inputs are checked
     if args.out is not None and not getattr(study, "WRITES_OWN_CONFIG", False):
         write_json(Path(args.out) / "config.json", config_blob(config))
+    if args.no_progress:
+        # transformers' own bars (loading and saving weights) would otherwise fill a quiet log
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     return study.run(config, args.out, progress=not args.no_progress)
 
 

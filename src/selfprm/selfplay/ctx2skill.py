@@ -61,6 +61,13 @@ from selfprm.studies.stages import log, seed_streams
 from selfprm.types import Problem
 
 
+# Reasoner skill-file capacity when the offline Reasoner retrieves: about half of the 140-fact
+# table, so the Generator's retention still has to choose (measured, seed 0, 6 rounds x 16 tasks:
+# capacity 8 held the file at 8 entries from round 2 and evolved 0.67 vs none 0.60; 64 grew it to
+# 41 entries and 0.82)
+RETRIEVAL_CAPACITY = 64
+
+
 @dataclass
 class Ctx2SkillConfig:
     """Ctx2Skill self-play (Si et al., 2026) over ``arith``.
@@ -75,7 +82,9 @@ class Ctx2SkillConfig:
         generator_model: ``model`` name of the Generator (both sides).
         rounds: self-play rounds.
         tasks_per_round: tasks the Challenger writes per round.
-        reasoner_capacity: most entries in the Reasoner's skill file; None: the tiny Reasoner's ``max_skills``.
+        reasoner_capacity: most entries in the Reasoner's skill file; None: :data:`RETRIEVAL_CAPACITY`
+            when the offline Reasoner retrieves (its window then holds only the entries a task names),
+            else the tiny Reasoner's ``max_skills`` (the whole file must fit its window).
         challenger_capacity: most entries in the Challenger's skill file.
         probes_per_round: easy and hard probes kept per round (each) for the replay.
         retention: past the Reasoner's capacity, drop the ``"oldest"`` entries or the least ``"supported"``
@@ -84,6 +93,8 @@ class Ctx2SkillConfig:
         probe_problems: offline only: problems drawn for :func:`~selfprm.selfplay.reasoner_lm.entry_effect`
             (those using a weak fact are probed with no, a true, a wrong entry); 0: no probe.
         judge_noise: offline Judge's chance of flipping a verdict.
+        offline_retrieval: offline only: the tiny Reasoner reads the entries its task names, not the
+            whole file (:func:`~selfprm.selfplay.roles.relevant_entries`; a listed deviation, see above).
         reasoner_max_tokens: most tokens of a Reasoner reply.
         seed: the held-out tasks, the random skills, the Challenger's draws and the Judge's noise.
     """
@@ -104,6 +115,7 @@ class Ctx2SkillConfig:
     n_test: int = 100
     probe_problems: int = 200
     judge_noise: float = 0.1
+    offline_retrieval: bool = True
     reasoner_max_tokens: int = 48
     seed: int = 0
 
@@ -117,9 +129,11 @@ class Ctx2SkillConfig:
 
     @property
     def capacity(self) -> int:
-        """The Reasoner's skill-file capacity (left None, it follows the tiny Reasoner's, also after a
-        ``replace`` of ``reasoner``)."""
-        return self.reasoner_capacity if self.reasoner_capacity is not None else self.reasoner.max_skills
+        """The Reasoner's skill-file capacity (left None, it follows the offline Reasoner's reading:
+        see ``reasoner_capacity``; also after a ``replace`` of ``reasoner``)."""
+        if self.reasoner_capacity is not None:
+            return self.reasoner_capacity
+        return RETRIEVAL_CAPACITY if self.offline_retrieval else self.reasoner.max_skills
 
 
 class SelfPlay:
@@ -129,6 +143,7 @@ class SelfPlay:
         self.c, self.client, self.domain = config, client, domain
         self.context = roles.context_document(domain, all_facts(domain))
         self._verdicts: dict[tuple[str, str], bool] = {}
+        self._answers: dict[tuple[str, str], str] = {}  # held-out replies (greedy, so they repeat)
         self.support: dict[str, int] = {}  # Reasoner entry -> failed cases that proposed it, all rounds
 
     def challenge(self, skills: SkillSet, round_: int, seed: int) -> list[tuple[Problem, str]]:
@@ -179,13 +194,20 @@ class SelfPlay:
             self._verdicts[key] = self.judge(task, rubric, self.answer(skills, task))
         return self._verdicts[key]
 
+    def correct(self, skills: SkillSet, problems: list[Problem]) -> list[bool]:
+        """Per held-out task, whether the Reasoner's answer with ``skills`` is right (exact verifier)."""
+        out = []
+        for p in problems:
+            key = (skills.render(), p.prompt)
+            if key not in self._answers:
+                self._answers[key] = self.answer(skills, p)
+            _, ans, _ = self.domain.parse_completion(self._answers[key])
+            out.append(bool(self.domain.check_answer(p, ans)))
+        return out
+
     def accuracy(self, skills: SkillSet, problems: list[Problem]) -> float:
         """Held-out accuracy by the exact verifier."""
-        ok = 0
-        for p in problems:
-            _, ans, _ = self.domain.parse_completion(self.answer(skills, p))
-            ok += self.domain.check_answer(p, ans)
-        return ok / len(problems)
+        return float(np.mean(self.correct(skills, problems)))
 
 
 def random_skills(domain: ArithDomain, n: int, seed: int) -> SkillSet:
@@ -197,6 +219,17 @@ def random_skills(domain: ArithDomain, n: int, seed: int) -> SkillSet:
     return SkillSet(tuple(fact_text(facts[i], apply_op(*facts[i], m)) for i in picks))
 
 
+def fixed_and_broken(base: list[bool], new: list[bool]) -> dict[str, float | None]:
+    """What a skill file changes against ``base`` (no skills), task by task: ``fixed``, the share of
+    the tasks ``base`` gets wrong that ``new`` gets right; ``broken``, the share of those ``base``
+    gets right that ``new`` gets wrong (None where ``base`` has no such task)."""
+    wrong = [n for b, n in zip(base, new) if not b]
+    right = [n for b, n in zip(base, new) if b]
+    return {"fixed": float(np.mean(wrong)) if wrong else None,
+            "broken": float(1 - np.mean(right)) if right else None,
+            "base_wrong": len(wrong), "base_right": len(right)}
+
+
 def self_play(sp: SelfPlay, test: list[Problem], seeds: dict[str, int], progress: bool = True) -> dict[str, Any]:
     """The loop of the module docstring; returns the metrics (see :func:`run_ctx2skill`)."""
     c = sp.c
@@ -205,7 +238,8 @@ def self_play(sp: SelfPlay, test: list[Problem], seeds: dict[str, int], progress
     easy: list[tuple[Problem, str]] = []
     hard: list[tuple[Problem, str]] = []
     agree, judged, guard_used = 0, 0, 0
-    none_acc = sp.accuracy(SkillSet(), test)
+    none_ok = sp.correct(SkillSet(), test)
+    none_acc = float(np.mean(none_ok))
     curve: list[dict[str, Any]] = [{"round": 0, "evolved": none_acc, "latest": none_acc, "n_skills": 0}]
     selected = reasoner
     for r in range(1, c.rounds + 1):
@@ -240,8 +274,12 @@ def self_play(sp: SelfPlay, test: list[Problem], seeds: dict[str, int], progress
             log(f"ctx2skill round {r}: solved {len(solved)}/{len(tasks)}, replay picks set {j} "
                 f"({len(selected)} skills), held-out accuracy {evolved_acc:.3f} (latest {latest_acc:.3f})")
     rand = random_skills(sp.domain, len(selected), seeds["random"])
+    rand_ok = sp.correct(rand, test)
     return {
-        "accuracy": {"evolved": curve[-1]["evolved"], "none": none_acc, "random": sp.accuracy(rand, test)},
+        "accuracy": {"evolved": curve[-1]["evolved"], "none": none_acc, "random": float(np.mean(rand_ok))},
+        # task by task against no skills: a good file fixes failures without breaking solved tasks
+        "vs_none": {"evolved": fixed_and_broken(none_ok, sp.correct(selected, test)),
+                    "random": fixed_and_broken(none_ok, rand_ok)},
         "latest_accuracy": curve[-1]["latest"],
         "rounds": c.rounds,
         "curve": curve,
@@ -328,7 +366,7 @@ def run_ctx2skill(config: Ctx2SkillConfig, out: Path, *, progress: bool = True) 
         else:
             stage.begin()
             with serve_offline(rstage.file("model"), config.reasoner.domain, config.judge_noise, seeds["judge"],
-                               stage.file("server.log")) as url:
+                               stage.file("server.log"), retrieval=config.offline_retrieval) as url:
                 client = ChatClient(url, client_cfg)
                 sp = SelfPlay(config, client, domain)
                 metrics = self_play(sp, test, seeds, progress)

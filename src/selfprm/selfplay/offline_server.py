@@ -39,8 +39,9 @@ RULE_ROLES = ("challenger", "judge", "proposer", "generator")
 class OfflinePlayers:
     """The five players behind one ``reply(model, messages)``; one generation at a time."""
 
-    def __init__(self, reasoner_dir: str | None, domain: ArithDomain, judge_noise: float = 0.0, seed: int = 0):
-        self.domain, self.judge_noise, self.seed = domain, judge_noise, seed
+    def __init__(self, reasoner_dir: str | None, domain: ArithDomain, judge_noise: float = 0.0, seed: int = 0,
+                 retrieval: bool = True):
+        self.domain, self.judge_noise, self.seed, self.retrieval = domain, judge_noise, seed, retrieval
         self.lock = threading.Lock()
         self.model = self.tok = None
         if reasoner_dir is not None:
@@ -58,6 +59,10 @@ class OfflinePlayers:
 
             system = "".join(m["content"] for m in messages if m["role"] == "system")
             user = messages[-1]["content"]
+            if self.retrieval:  # the entries the task names, not the whole file (see roles.relevant_entries)
+                from selfprm.selfplay.skills import parse_skills
+
+                system = roles.relevant_entries(parse_skills(system, "reasoner system message"), user).render()
             with self.lock:
                 return greedy_answer(self.model, self.tok, reasoner_prompt(system, user), max_new_tokens=max_tokens)
         players: dict[str, Callable[[], str]] = {
@@ -138,12 +143,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--domain-json", default=None, help="ArithConfig fields as JSON (the tasks' domain)")
     ap.add_argument("--max-seconds", type=float, default=3600.0, help="stop serving after this long")
+    ap.add_argument("--no-retrieval", action="store_true",
+                    help="the Reasoner reads its whole skill file, not only the entries its task names")
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)  # the machine is shared; one generation at a time anyway
     domain = ArithDomain(ArithConfig(**json.loads(a.domain_json)) if a.domain_json else None)
-    server = build_server(OfflinePlayers(a.reasoner_dir, domain, a.judge_noise, a.seed), a.port)
+    server = build_server(OfflinePlayers(a.reasoner_dir, domain, a.judge_noise, a.seed, not a.no_retrieval), a.port)
     # bounded in time: a parent that dies without killing us does not leave a server behind
     timer = threading.Timer(a.max_seconds, server.shutdown)
     timer.daemon = True
@@ -156,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 @contextlib.contextmanager
 def serve_offline(reasoner_dir: str | os.PathLike | None, domain: ArithConfig, judge_noise: float, seed: int,
                   log_path: str | os.PathLike, start_timeout: float = 120.0,
-                  max_seconds: float = 3600.0) -> Iterator[str]:
+                  max_seconds: float = 3600.0, retrieval: bool = True) -> Iterator[str]:
     """This server as a child process on loopback for the ``with`` block; yields its base URL.
 
     The child is started with the current interpreter, its stderr goes to ``log_path``; it is
@@ -166,6 +173,8 @@ def serve_offline(reasoner_dir: str | os.PathLike | None, domain: ArithConfig, j
            "--seed", str(seed), "--max-seconds", str(max_seconds), "--domain-json", json.dumps(config_blob(domain))]
     if reasoner_dir is not None:
         cmd += ["--reasoner-dir", str(reasoner_dir)]
+    if not retrieval:
+        cmd += ["--no-retrieval"]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
         try:

@@ -321,6 +321,17 @@ def _mean_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {**merge(rows), "seeds": len(rows), "per_seed": rows}
 
 
+def ctx2skill_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ctx2Skill over seeds: the numbers of every seed's metrics averaged (``*_std`` their sd), the
+    replay guard's uses summed, each seed's curve and skill files kept under ``per_seed``."""
+    keep = ("accuracy", "vs_none", "latest_accuracy", "judge_agreement", "entry_effect", "seconds")
+    out = _mean_seeds([{k: m[k] for k in keep if k in m} for m in per_seed])
+    out.pop("per_seed")
+    out.update(rounds=per_seed[0]["rounds"], replay_guard_used=int(sum(m["replay_guard_used"] for m in per_seed)),
+               replay_guard_rounds=int(sum(m["rounds"] for m in per_seed)), per_seed=per_seed)
+    return out
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -415,8 +426,11 @@ def run(config: SelfEvalConfig, out: str | Path, *, progress: bool = True) -> di
         log("selfeval: Ctx2Skill self-play")
         from selfprm.selfplay.ctx2skill import Ctx2SkillConfig, run_ctx2skill
 
-        metrics["ctx2skill"] = run_ctx2skill(ctx2skill_config(Ctx2SkillConfig(), cfg.ctx2skill),
-                                             run_dir.root / "ctx2skill", progress=progress)
+        base = ctx2skill_config(Ctx2SkillConfig(), cfg.ctx2skill)
+        # one self-play per seed, each with its own Reasoner (a training run), held-out tasks and draws
+        per = [run_ctx2skill(replace(base, seed=base.seed + k, reasoner=replace(base.reasoner, seed=base.reasoner.seed + k)),
+                             run_dir.root / "ctx2skill" / f"seed-{k}", progress=progress) for k in range(cfg.seeds)]
+        metrics["ctx2skill"] = ctx2skill_summary(per)
 
     run_dir.write_json("selfeval_metrics.json", metrics)
     atomic_write_text(run_dir.root / "selfeval_table.md", table(metrics))
@@ -450,8 +464,16 @@ def table(metrics: dict[str, Any]) -> str:
         parts.append("Step AUROC, judge (rows) on samples (columns):\n\n" + markdown_table(
             ["judge \\ samples", *names], [[j, *[cell(sc["auroc"][j][s]) for s in names]] for j in names]))
     if "ctx2skill" in metrics:
-        a = metrics["ctx2skill"].get("accuracy", {})
-        parts.append("## Ctx2Skill\n\n" + markdown_table(
-            ["evolved", "none", "random", "rounds"],
-            [[cell(a.get("evolved")), cell(a.get("none")), cell(a.get("random")), str(metrics["ctx2skill"].get("rounds"))]]))
+        c = metrics["ctx2skill"]
+        a = c.get("accuracy", {})
+
+        def pm(d: dict[str, Any], k: str) -> str:
+            return f"{cell(d.get(k))} ± {cell(d.get(f'{k}_std'))}" if f"{k}_std" in d else cell(d.get(k))
+
+        parts.append("## Ctx2Skill\n\nHeld-out accuracy (mean ± sd over seeds):\n\n" + markdown_table(
+            ["evolved", "none", "random", "fixed by evolved", "broken by evolved", "fixed by random", "judge agreement",
+             "replay guard used", "rounds", "seeds"],
+            [[pm(a, "evolved"), pm(a, "none"), pm(a, "random"), pm(c["vs_none"]["evolved"], "fixed"),
+              pm(c["vs_none"]["evolved"], "broken"), pm(c["vs_none"]["random"], "fixed"), pm(c, "judge_agreement"),
+              f"{c['replay_guard_used']}/{c['replay_guard_rounds']} rounds", str(c["rounds"]), str(c["seeds"])]]))
     return "\n\n".join(parts) + "\n"

@@ -420,8 +420,12 @@ def _cells_for(config: StudyConfig, run: RunDir, key: str, dom_name: str, judge_
     policy = _writer(config, domain, model, tok, streams["labels"])
     cells, quality = [], []
     for source in config.sources:
-        label_st, labels, meta = label_stage(run, f"{key}/seed-{k}/labels/{source}", source,
-                                             dict(config.source_kwargs.get(source, {})), train, policy, parents,
+        # exact labels read no outcome, so a judged variant's oracle cells are its family's crisp ones:
+        # they share the family's stages (computed once, whichever variant comes first)
+        shared = source == "oracle" and _family(dom_name) != dom_name
+        skey, sparents, strain = (_family(dom_name), [pool_st], pool["train"]) if shared else (key, parents, train)
+        label_st, labels, meta = label_stage(run, f"{skey}/seed-{k}/labels/{source}", source,
+                                             dict(config.source_kwargs.get(source, {})), strain, policy, sparents,
                                              config.label_shard_size, streams["labels"], progress=progress,
                                              engine=config.engine, address=config.address)
         flat = [(v, o) for l, t in zip(labels, train) if l is not None for v, o in zip(l.values, t.oracle_labels)]
@@ -435,13 +439,13 @@ def _cells_for(config: StudyConfig, run: RunDir, key: str, dom_name: str, judge_
                        spr_warmup_steps=config.spr_warmup_steps if loss == "spr" else 0)
         pcfg = PRMConfig(step_separator=domain.step_separator, surprise_features=config.surprise_features)
         for n in sorted(config.trajectories):
-            pairs = list(zip(train[:n], labels[:n]))
+            pairs = list(zip(strain[:n], labels[:n]))
             ncfg = replace(tcfg, epochs=prm_epochs(sum(l is not None for _, l in pairs), config.prm.batch_size,
                                                    config.prm.epochs, config.prm_min_steps))
-            prm_st, prm, hist = prm_stage(run, f"{key}/seed-{k}/prm/{source}/n{n}", [label_st, policy_st],
+            prm_st, prm, hist = prm_stage(run, f"{skey}/seed-{k}/prm/{source}/n{n}", [label_st, policy_st],
                                           policy_st.file("model"), tok, pairs, ncfg, pcfg, init_seed=streams["prm"],
                                           data_config={"n": n}, progress=progress, desc=f"{key}/{source}/{n}")
-            ev = run.stage(f"{key}/seed-{k}/eval/{source}/n{n}",
+            ev = run.stage(f"{skey}/seed-{k}/eval/{source}/n{n}",
                            {"bon_n": config.bon_n, "aggregation": config.aggregation}, [prm_st, pool_st])
             if not ev.done():
                 ev.begin()
