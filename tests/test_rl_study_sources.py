@@ -48,7 +48,8 @@ def _metrics():
     def row(final, sd, reward, regime, label=None, seeds=3):
         m = {"accuracy": [[0, 0.2], [8, final]], "tokens": [[label or 0, 0.2], [(label or 0) + 500, final]],
              "accuracy_std": [0.0, sd], "final_accuracy": final, "final_accuracy_std": sd, "seeds": seeds,
-             "policy_tokens": 500, "reward": reward, "regime": regime, "domain": "arith", "samples": 16}
+             "policy_tokens": 500, "reward": reward, "regime": regime, "domain": "arith", "samples": 16,
+             "accuracy_per_seed": [[0.2, final]] * seeds}
         if label is not None:
             m.update(label_policy_tokens=label, label_token_passes=10 * label)
         return m
@@ -76,5 +77,27 @@ def test_table_has_a_row_per_reward_per_regime_with_verdicts(tmp_path):
     assert by[("sparse", "prm:mc")][8] == "+0.200 (better)" and by[("sparse", "prm:mc")][9] == "—"
     assert by[("tools", "toolpo")][8] == "+0.050 (one seed: no verdict)"
     assert by[("tools", "outcome_tools")][8] == "baseline"
+    # the closest self-supervised reward, per regime that has the oracle-PRM row
+    assert "Regime short: the self-supervised reward closest to prm:oracle (0.700) is prm:mc, -0.250 ± 0.000" in t
+    assert "Regime sparse:" not in t
     plot_learning_curves(_metrics(), tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_closest_self_supervised_reward_to_the_oracle_prm_is_paired_by_seed():
+    from selfprm.rl.report import closest_to_reference, is_self_supervised
+
+    def row(finals):
+        return {"accuracy_per_seed": [[0.2, f] for f in finals], "final_accuracy": sum(finals) / len(finals)}
+
+    methods = {"outcome": row([0.50, 0.50, 0.50]),  # the baseline: never a candidate, however close
+               "prm:oracle": row([0.50, 0.60, 0.70]),
+               "prm:mc": row([0.40, 0.50, 0.60]),  # -0.1 at every seed
+               "prime": row([0.55, 0.60, 0.80]),  # +0.05, 0, +0.1: mean +0.05
+               "r3": row([0.50, 0.60, 0.70])}  # reads demonstrations: not self-supervised
+    c = closest_to_reference(methods)
+    assert c["row"] == "prime" and c["gap"] == pytest.approx(0.05) and c["gap_sd"] == pytest.approx(0.05)
+    assert set(c["gaps"]) == {"prm:mc", "prime"} and c["gaps"]["prm:mc"]["gap_sd"] == pytest.approx(0.0, abs=1e-12)
+    assert closest_to_reference({k: v for k, v in methods.items() if k != "prm:oracle"}) is None
+    assert [r for r in ("spr_online:step", "tree_grpo", "srl", "prm:oracle", "outcome_tools") if is_self_supervised(r)] \
+        == ["spr_online:step", "tree_grpo"]

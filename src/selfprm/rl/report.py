@@ -50,6 +50,35 @@ def plot_learning_curves(metrics: dict[str, Any], path) -> None:
     plt.close(fig)
 
 
+def is_self_supervised(row: str) -> bool:
+    """Whether a row's reward is made from the policy's own samples and outcomes alone: a PRM on
+    self-generated labels, online SPR, PRIME, Tree-GRPO. Not outcome-only (the baseline), not the
+    oracle-label PRM (the reference), not R3 and SRL (they read demonstrations), not the tools rows."""
+    return (row.startswith("prm:") and row != REFERENCE) or row.split(":")[0] in ("spr_online", "prime", "tree_grpo")
+
+
+def closest_to_reference(methods: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The self-supervised row whose final accuracy is nearest the oracle-label PRM row's, with the
+    paired gap (the runs share held-out problems and sampling seeds, so seed k minus seed k) and its
+    sample sd over seeds; every candidate's gap under ``gaps``. None without the reference row."""
+    import numpy as np
+
+    ref = methods.get(REFERENCE)
+    if ref is None:
+        return None
+    gaps = {}
+    for row, m in methods.items():
+        if not is_self_supervised(row):
+            continue
+        d = [a[-1] - b[-1] for a, b in zip(m["accuracy_per_seed"], ref["accuracy_per_seed"])]
+        gaps[row] = {"gap": float(np.mean(d)), "gap_sd": float(np.std(d, ddof=1)) if len(d) > 1 else 0.0,
+                     "seeds": len(d)}
+    if not gaps:
+        return None
+    best = min(gaps, key=lambda k: abs(gaps[k]["gap"]))
+    return {"row": best, **gaps[best], "reference_accuracy": ref["final_accuracy"], "gaps": gaps}
+
+
 def _versus(m: dict[str, Any], b: dict[str, Any] | None) -> str:
     """``m``'s final accuracy minus ``b``'s, with a verdict only where the gap exceeds both spreads."""
     if b is None:
@@ -83,9 +112,16 @@ def markdown_table(metrics: dict[str, Any]) -> str:
                          f"{m['final_accuracy']:.3f} ± {m.get('final_accuracy_std', 0.0):.3f}",
                          cell(label, ".0f") if label is not None else "—",
                          cell(total, ".0f") if total is not None else "—",
-                         _versus(m, base), _versus(m, ref) if name.startswith("prm:") else "—"])
+                         _versus(m, base), _versus(m, ref) if name.startswith("prm:") or is_self_supervised(name)
+                         else "—"])
     lines = [table(["regime", "method", "reward", "seeds", "SFT start", "final accuracy", "label policy tokens",
                     "policy tokens in all", "vs outcome-only", f"vs {REFERENCE}"], rows)]
+    for r, reg in _regimes(metrics).items():
+        c = closest_to_reference(reg["methods"])
+        if c is not None:
+            lines += ["", f"Regime {r}: the self-supervised reward closest to {REFERENCE} "
+                          f"({c['reference_accuracy']:.3f}) is {c['row']}, {c['gap']:+.3f} ± {c['gap_sd']:.3f} "
+                          f"(paired over {c['seeds']} seeds)."]
     s = metrics.get("search")
     if s:
         search_rows = [[key, f"N={n}", cell(tok, ".0f"), acc]

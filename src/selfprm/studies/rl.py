@@ -422,8 +422,11 @@ def run(run: RLConfig, out: str | Path, *, progress: bool = True) -> dict[str, A
         # every run starts from the same SFT weights and is evaluated on the same held-out problems
         # with the same sampling seed: its first point is the SFT policy's accuracy
         sft_acc = float(np.mean([m["accuracy_per_seed"][0][0] for m in methods.values()]))
+        from selfprm.rl.report import closest_to_reference
+
         out_regimes[r] = {"domain": domain.name, "task": asdict(domain.config), "sft_accuracy": sft_acc,
-                          "max_new_tokens": grpo.max_new_tokens, "pool": pools.get(r), "methods": methods}
+                          "max_new_tokens": grpo.max_new_tokens, "pool": pools.get(r), "methods": methods,
+                          "closest_to_oracle": closest_to_reference(methods)}
         log(f"      regime {r}: SFT policy accuracy {sft_acc:.3f}")
 
     # 4. search ---------------------------------------------------------------------------------
