@@ -17,7 +17,9 @@ Measured with the defaults (seed 0, 400 SFT steps, 152 s on a loaded 2-core mach
 with the true entry alone, 0.00 with a wrong one, but 0.06 with the true entry among 7 true
 distractors; on non-weak tasks 0.81 / 0.95 / 0.54 / 0.81. So a full skill file (what self-play
 writes) hides a good entry from this Reasoner: its lookup does not survive distractors, and the
-loop's effect stays flat (see :mod:`selfprm.selfplay.ctx2skill`). Tried at the same budget and
+loop's effect stayed flat. The offline server therefore puts only the entries a task names in the
+Reasoner's context (:func:`selfprm.selfplay.roles.relevant_entries`, on by default, a listed
+deviation of :mod:`selfprm.selfplay.ctx2skill`). Tried at the same budget and
 worse: 3 layers at width 96 with half the distractors near misses (``p_hard=0.5``; true entry
 alone 0.06), and 16 weak facts, 12 entries, ``p_context=0.6``, ``p_override=0.3`` (memory fell to
 0.05 on non-weak tasks); 800 steps (517 s loaded): true entry alone 0.43, among distractors 0.14.
