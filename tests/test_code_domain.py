@@ -225,6 +225,29 @@ def test_batched_judging_leaves_other_domains_and_wrappers_alone():
     assert got[0].meta["post_completion"] == "f1a1r2" and got[0].outcome is True
 
 
+def test_pcl_over_code_judges_a_batch_in_one_call(monkeypatch):
+    from selfprm.policies.base import judge_texts
+    from selfprm.rl.pcl import PostCompletionDomain
+
+    code = CodeDomain()
+    q = code.sample_problems(1, seed=0)[0]
+    text = "".join(s + "\n" for s in q.meta["lines"]) + "A:" + q.answer
+    sizes: list[int] = []
+    real = CodeDomain.from_texts
+
+    def counting(self, items):
+        sizes.append(len(items))
+        return real(self, items)
+
+    monkeypatch.setattr(CodeDomain, "from_texts", counting)
+    monkeypatch.setattr(CodeDomain, "from_text", lambda *a: pytest.fail("judged one completion alone"))
+    got = judge_texts(PostCompletionDomain(code), [(q, [], text + "#f1a1r2", 3), (q, [], "a=1\nA:a#f0", 2),
+                                                   (q, [], text, 3)])
+    assert sizes == [3]  # one sandboxed batch, the marker and evaluation cut off before it
+    assert [t.outcome for t in got] == [True, False, True]
+    assert [t.meta["post_completion"] for t in got] == ["f1a1r2", "f0", None]
+
+
 @pytest.mark.slow
 def test_demo_runs_on_code(tmp_path):
     """A tiny demo on ``code``: the pipeline runs, the pool holds both sound and unsound steps."""

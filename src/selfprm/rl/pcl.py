@@ -87,6 +87,17 @@ class PostCompletionDomain:
         traj.meta["post_completion"] = tail if sep else None
         return traj
 
+    def from_texts(self, items: Sequence[tuple[Problem, Sequence[str], str, int]]) -> list[Trajectory]:
+        """``from_text`` for many continuations, judged as the base domain judges a batch (``code``:
+        one sandboxed process for all), each split at the marker first."""
+        from selfprm.policies.base import judge_texts
+
+        parts = [generated.partition(MARKER) for _, _, generated, _ in items]
+        trajs = judge_texts(self.base, [(p, before, head, k) for (p, before, _, k), (head, _, _) in zip(items, parts)])
+        for traj, (_, sep, tail) in zip(trajs, parts):
+            traj.meta["post_completion"] = tail if sep else None
+        return trajs
+
 
 def well_formed(traj: Trajectory) -> bool:
     """r_fmt: an answer line was written and every step has arith's step syntax."""
