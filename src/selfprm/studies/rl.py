@@ -179,7 +179,8 @@ def _quick() -> RLConfig:
         seeds=1, sft=SFTConfig(steps=300), tools_sft=SFTConfig(steps=300), n_sft_problems=4000, n_train_problems=200,
         n_eval_problems=60,
         grpo=GRPOConfig(steps=6, prompts_per_step=6, group_size=8, lr=1e-4, eval_every=3, max_new_tokens=64),
-        token_budget=QUICK_TOKEN_BUDGET, prm_sources=("oracle", "outcome", "mc"),
+        # prm_sources left at every source, as the full run: quick is the plumbing check of every row
+        token_budget=QUICK_TOKEN_BUDGET,
         prm_pool_problems=60, prm_pool_samples=2, prm_train=PRMTrainConfig(epochs=1, batch_size=32, head_lr=5e-2),
         search_problems=30, search_ns=(1, 2, 4), search_beams=((2, 2, 0),),
     )
