@@ -46,3 +46,17 @@ def test_best_of_n_by_hand():
     assert r.random_pick == pytest.approx((1 / 3 + 2 / 3) / 2)
     with pytest.raises(ValueError):
         best_of_n(groups, 4)
+
+
+def test_within_group_auroc_ignores_what_separates_problems():
+    from selfprm.eval.metrics import within_group_auroc
+
+    # an easy problem scored high and a hard one low, each ranked backwards among its own samples
+    easy = [(0.9, False), (0.8, True), (0.7, True), (0.6, True)]
+    hard = [(0.4, False), (0.3, False), (0.2, False), (0.1, True)]
+    flat = easy + hard
+    assert auroc([s for s, _ in flat], [ok for _, ok in flat]) == pytest.approx(9 / 16)  # pooled: looks informative
+    assert within_group_auroc([easy, hard]) == 0.0  # but it would pick a wrong sample on both problems
+    assert within_group_auroc([[(0.5, True), (0.5, False)]]) == 0.5
+    assert within_group_auroc([[(0.7, True), (float("nan"), False), (0.2, False)]]) == 1.0
+    assert math.isnan(within_group_auroc([[(0.9, True), (0.8, True)], [(0.1, False)]]))

@@ -72,6 +72,40 @@ def test_the_ctx2skill_part_runs_one_self_play_per_seed_with_the_overrides(tmp_p
     assert "| 0.600 ± 0.141 | 0.250 ± 0.000 | 0.350 ± 0.071 |" in (tmp_path / "selfeval_table.md").read_text()
 
 
+def test_the_table_marks_a_judge_without_text_as_having_no_pushback():
+    sk = {"prm:oracle": {"level": "step", "ece": 0.1, "brier": 0.2, "auroc": 0.9, "overconfidence": -0.05,
+                         "stability_sd": 0.01, "pushback_flip_rate": None}}
+    md = table({"self_knowledge": sk})
+    assert "| prm:oracle | step | 0.100 | 0.200 | 0.900 | -0.050 | 0.010 | — |" in md
+
+
+@pytest.mark.slow
+def test_a_tiny_run_end_to_end_writes_the_schema_and_resumes(tmp_path, one_torch_thread):
+    m = run(tiny(), tmp_path, progress=False)
+    p = m["pcl"]
+    for k in ("accuracy", "baseline_accuracy", "ece", "brier", "auroc", "inference_extra_tokens"):
+        assert k in p and (p[k] is None or isinstance(p[k], float))
+    assert p["inference_extra_tokens"] == 0.0  # generation stopped at the marker
+    assert p["evaluation_mode_tokens"] > 0 and p["grpo_samples"] == p["baseline_grpo_samples"] == 4
+    assert set(p["bon"]) >= {"self_eval", "prm:oracle", "prm:outcome"}
+    assert set(p["within_problem_auroc"]) == set(p["bon"])  # each verifier's ranking within a problem, and its sd
+    sk = m["self_knowledge"]
+    assert set(sk) == {"prm:oracle", "prm:outcome", "pcl_self_eval"}
+    assert all(sk[j]["pushback_flip_rate"] is None for j in ("prm:oracle", "prm:outcome"))
+    assert 0.0 <= sk["pcl_self_eval"]["pushback_flip_rate"] <= 1.0
+    # a judge scores what it can (PCL's tiny self-evaluation may not follow its template: unscored)
+    assert all(0.0 <= sk[j]["brier"] <= 1.0 for j in sk if sk[j]["n_scored"]) and sk["prm:oracle"]["n_scored"] > 0
+    # the spread is defined exactly where some step could be rewritten (a tiny policy's steps may not parse)
+    assert all(math.isnan(sk[j]["stability_sd"]) == (sk[j]["stability"]["steps"] == 0) for j in sk)
+    assert set(m["self_vs_cross"]["auroc"]) == {"long_sft", "short_sft"}
+    assert (tmp_path / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## Self-knowledge" in (tmp_path / "selfeval_table.md").read_text()
+    # a rerun trains nothing again and measures the same
+    again = run(tiny(), tmp_path, progress=False)
+    assert json.dumps(again, sort_keys=True, default=str) == json.dumps(m, sort_keys=True, default=str)
+
+
+
 def test_ctx2skill_overrides_reach_the_reasoner_and_its_capacity():
     from selfprm.selfplay.ctx2skill import Ctx2SkillConfig
     from selfprm.studies.selfeval import ctx2skill_config

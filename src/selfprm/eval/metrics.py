@@ -37,6 +37,22 @@ def auroc(scores: Sequence[float], labels: Sequence[bool | int | float]) -> floa
     return float(u / (n_pos * n_neg))
 
 
+def within_group_auroc(groups: Sequence[Sequence[tuple[float, bool]]]) -> float:
+    """AUROC over the (right, wrong) pairs *within* each group (the samples of one problem), ties
+    one half, NaN scores skipped: what a verifier for best-of-N needs. A pooled AUROC also rewards
+    telling easy problems from hard ones, which picks nothing among one problem's samples.
+    NaN when no group holds both a right and a wrong sample."""
+    wins = pairs = 0.0
+    for g in groups:
+        pos = [s for s, ok in g if ok and not math.isnan(s)]
+        neg = [s for s, ok in g if not ok and not math.isnan(s)]
+        for a in pos:
+            for b in neg:
+                wins += 1.0 if a > b else 0.5 if a == b else 0.0
+        pairs += len(pos) * len(neg)
+    return wins / pairs if pairs else math.nan
+
+
 def step_auroc(step_scores: Sequence[Sequence[float]], step_labels: Sequence[Sequence[bool]]) -> float:
     """AUROC of all steps pooled: does the PRM rank sound steps above unsound ones?"""
     flat_s = [x for row in step_scores for x in row]

@@ -261,6 +261,13 @@ def _bon(groups_of: list[list[Any]], scores: list[float], n: int) -> float:
     return best_of_n(groups, n).prm
 
 
+def _within(groups_of: list[list[Any]], scores: list[float]) -> float:
+    from selfprm.eval.metrics import within_group_auroc
+
+    it = iter(scores)
+    return within_group_auroc([[(next(it), bool(t.outcome)) for t in g] for g in groups_of])
+
+
 def _pcl_seed(cfg: SelfEvalConfig, pc_model, pc_tok, base_model, base_tok, domain, pc_domain, bon_problems,
               eval_problems, prms: dict[str, Any], seed: int) -> dict[str, Any]:
     """Every PCL measurement of one seed's trained models."""
@@ -288,12 +295,17 @@ def _pcl_seed(cfg: SelfEvalConfig, pc_model, pc_tok, base_model, base_tok, domai
     pk, yk = [p[i] for i in keep], [y[i] for i in keep]
     cons = [abs(e.predicted_reward - sum(actual_reward(t))) for e, t in zip(evs, trajs) if e.predicted_reward is not None]
     bon = {"self_eval": _bon(groups, [x if not math.isnan(x) else 0.0 for x in p], cfg.bon_n)}
+    within = {"self_eval": _within(groups, p)}
     for src, prm in prms.items():
-        bon[f"prm:{src}"] = _bon(groups, [aggregate(s, "min") for s in prm.score_trajectories(trajs)], cfg.bon_n)
+        scores = [aggregate(s, "min") for s in prm.score_trajectories(trajs)]
+        bon[f"prm:{src}"] = _bon(groups, scores, cfg.bon_n)
+        within[f"prm:{src}"] = _within(groups, scores)
     ref = best_of_n([[(t.final_answer, bool(t.outcome), 0.0) for t in gr] for gr in groups], cfg.bon_n)
     return {
         "accuracy": acc, "baseline_accuracy": base_acc,
         "ece": ece(pk, yk, cfg.n_bins), "brier": brier(pk, yk), "auroc": auroc(pk, yk),
+        # the verifiers' AUROC among each problem's own samples: what best-of-N can use
+        "within_problem_auroc": within,
         "inference_extra_tokens": float(np.mean([extra_tokens(pc_tok, t) for t in trajs])),
         "inference_tokens": float(np.mean([t.tokens_generated for t in trajs])),
         "baseline_inference_tokens": float(np.mean([t.tokens_generated for gr in base_groups for t in gr])),
@@ -449,10 +461,13 @@ def table(metrics: dict[str, Any]) -> str:
              "evaluation-mode tokens", "seeds"],
             [[cell(m["accuracy"]), cell(m["baseline_accuracy"]), cell(m["ece"]), cell(m["brier"]), cell(m["auroc"]),
               cell(m["inference_extra_tokens"], ".1f"), cell(m["evaluation_mode_tokens"], ".1f"), str(m["seeds"])]]))
-        parts.append("Best-of-N on PCL's inference samples:\n\n" + markdown_table(
-            ["verifier", "accuracy"], [[k, cell(v)] for k, v in m["bon"].items() if not k.endswith("_std")]
-            + [["majority vote", cell(m["bon_majority_vote"])], ["random pick", cell(m["bon_random"])],
-               ["oracle pick", cell(m["bon_oracle"])]]))
+        within = m.get("within_problem_auroc", {})
+        parts.append("Best-of-N on PCL's inference samples (within-problem AUROC: the verifier's ranking of one "
+                     "problem's own samples, right above wrong):\n\n" + markdown_table(
+            ["verifier", "accuracy", "within-problem AUROC"],
+            [[k, cell(v), cell(within.get(k))] for k, v in m["bon"].items() if not k.endswith("_std")]
+            + [["majority vote", cell(m["bon_majority_vote"]), "—"], ["random pick", cell(m["bon_random"]), "—"],
+               ["oracle pick", cell(m["bon_oracle"]), "—"]]))
     if "self_knowledge" in metrics:
         parts.append("## Self-knowledge\n\n" + markdown_table(
             ["judge", "level", "ECE", "Brier", "AUROC", "overconfidence", "stability sd", "pushback flip rate"],
