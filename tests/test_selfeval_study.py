@@ -60,6 +60,10 @@ def test_the_ctx2skill_part_runs_one_self_play_per_seed_with_the_overrides(tmp_p
                 "judge_agreement": 0.9, "replay_guard_used": 1}
 
     monkeypatch.setattr(c2s, "run_ctx2skill", fake)
+    import selfprm.studies.selfeval as se
+
+    plotted = []
+    monkeypatch.setattr(se, "plot_ctx2skill_seeds", lambda per, path: plotted.append((len(per), path)))
     m = run(SelfEvalConfig(parts=("ctx2skill",), seeds=2, ctx2skill={"rounds": 1}), tmp_path, progress=False)
     # each seed its own Reasoner (a training run), draws and folder
     assert [(c.seed, c.reasoner.seed, c.rounds) for c, _ in seen] == [(0, 0, 1), (1, 1, 1)]
@@ -69,6 +73,7 @@ def test_the_ctx2skill_part_runs_one_self_play_per_seed_with_the_overrides(tmp_p
     assert c["accuracy"]["evolved_std"] == pytest.approx(0.1414, abs=1e-3) and c["accuracy"]["none_std"] == 0.0
     assert c["rounds"] == 1 and c["seeds"] == 2 and c["replay_guard_used"] == 2 and c["replay_guard_rounds"] == 2
     assert json.loads((tmp_path / "selfeval_metrics.json").read_text()) == m
+    assert plotted == [(2, tmp_path / "ctx2skill_accuracy.png")]
     assert "| 0.600 ± 0.141 | 0.250 ± 0.000 | 0.350 ± 0.071 |" in (tmp_path / "selfeval_table.md").read_text()
 
 
@@ -104,6 +109,15 @@ def test_a_tiny_run_end_to_end_writes_the_schema_and_resumes(tmp_path, one_torch
     again = run(tiny(), tmp_path, progress=False)
     assert json.dumps(again, sort_keys=True, default=str) == json.dumps(m, sort_keys=True, default=str)
 
+
+
+def test_the_seed_band_plot_of_ctx2skill(tmp_path):
+    from selfprm.studies.selfeval import plot_ctx2skill_seeds
+
+    per = [{"curve": [{"round": r, "evolved": 0.5 + 0.1 * r + 0.01 * k} for r in range(3)],
+            "accuracy": {"none": 0.5, "random": 0.55}} for k in range(3)]
+    plot_ctx2skill_seeds(per, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_ctx2skill_overrides_reach_the_reasoner_and_its_capacity():

@@ -344,6 +344,31 @@ def ctx2skill_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def plot_ctx2skill_seeds(per_seed: list[dict[str, Any]], path: Path) -> None:
+    """Held-out accuracy over self-play rounds, mean ± sd over seeds (a band), beside no and random skills."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = [p["round"] for p in per_seed[0]["curve"]]
+    ev = np.array([[p["evolved"] for p in m["curve"]] for m in per_seed])
+    sd = ev.std(0, ddof=1) if len(per_seed) > 1 else np.zeros(len(rounds))
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(rounds, ev.mean(0), marker="o", label=f"evolved (replay-selected), {len(per_seed)} seeds")
+    ax.fill_between(rounds, ev.mean(0) - sd, ev.mean(0) + sd, alpha=0.2)
+    for key, color in (("none", "grey"), ("random", "tab:red")):
+        vals = np.array([m["accuracy"][key] for m in per_seed])
+        ax.axhline(vals.mean(), color=color, ls=":", label=f"{key} skills: {vals.mean():.3f}")
+    ax.set_xlabel("self-play round")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title("Ctx2Skill: Reasoner accuracy over rounds")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -443,10 +468,18 @@ def run(config: SelfEvalConfig, out: str | Path, *, progress: bool = True) -> di
         per = [run_ctx2skill(replace(base, seed=base.seed + k, reasoner=replace(base.reasoner, seed=base.reasoner.seed + k)),
                              run_dir.root / "ctx2skill" / f"seed-{k}", progress=progress) for k in range(cfg.seeds)]
         metrics["ctx2skill"] = ctx2skill_summary(per)
+        plot_ctx2skill_seeds(per, run_dir.root / "ctx2skill_accuracy.png")
 
     run_dir.write_json("selfeval_metrics.json", metrics)
     atomic_write_text(run_dir.root / "selfeval_table.md", table(metrics))
     return metrics
+
+
+def _pm(d: dict[str, Any], k: str) -> str:
+    """``mean ± sd`` of a key averaged over seeds (just the value where no sd was kept)."""
+    from selfprm.report.tables import cell
+
+    return f"{cell(d.get(k))} ± {cell(d.get(f'{k}_std'))}" if f"{k}_std" in d else cell(d.get(k))
 
 
 def table(metrics: dict[str, Any]) -> str:
@@ -459,13 +492,13 @@ def table(metrics: dict[str, Any]) -> str:
         parts.append("## Post-Completion Learning\n\n" + markdown_table(
             ["accuracy", "baseline (SFT+GRPO)", "ECE", "Brier", "AUROC", "inference extra tokens",
              "evaluation-mode tokens", "seeds"],
-            [[cell(m["accuracy"]), cell(m["baseline_accuracy"]), cell(m["ece"]), cell(m["brier"]), cell(m["auroc"]),
+            [[_pm(m, "accuracy"), _pm(m, "baseline_accuracy"), _pm(m, "ece"), _pm(m, "brier"), _pm(m, "auroc"),
               cell(m["inference_extra_tokens"], ".1f"), cell(m["evaluation_mode_tokens"], ".1f"), str(m["seeds"])]]))
         within = m.get("within_problem_auroc", {})
         parts.append("Best-of-N on PCL's inference samples (within-problem AUROC: the verifier's ranking of one "
                      "problem's own samples, right above wrong):\n\n" + markdown_table(
             ["verifier", "accuracy", "within-problem AUROC"],
-            [[k, cell(v), cell(within.get(k))] for k, v in m["bon"].items() if not k.endswith("_std")]
+            [[k, _pm(m["bon"], k), _pm(within, k)] for k in m["bon"] if not k.endswith("_std")]
             + [["majority vote", cell(m["bon_majority_vote"]), "—"], ["random pick", cell(m["bon_random"]), "—"],
                ["oracle pick", cell(m["bon_oracle"]), "—"]]))
     if "self_knowledge" in metrics:
@@ -481,9 +514,7 @@ def table(metrics: dict[str, Any]) -> str:
     if "ctx2skill" in metrics:
         c = metrics["ctx2skill"]
         a = c.get("accuracy", {})
-
-        def pm(d: dict[str, Any], k: str) -> str:
-            return f"{cell(d.get(k))} ± {cell(d.get(f'{k}_std'))}" if f"{k}_std" in d else cell(d.get(k))
+        pm = _pm
 
         parts.append("## Ctx2Skill\n\nHeld-out accuracy (mean ± sd over seeds):\n\n" + markdown_table(
             ["evolved", "none", "random", "fixed by evolved", "broken by evolved", "fixed by random", "judge agreement",
