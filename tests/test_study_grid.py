@@ -290,3 +290,21 @@ def test_real_section_bands_over_seeds(tmp_path, monkeypatch):
     page = _real({"real": json.loads(json.dumps(res))})
     assert "PRMBench error categories" in page and "0.56 [" in page and "n/a" in page
     assert "skipped" in study.run_real(tiny_config(), RunDir(tmp_path))
+
+
+def test_a_pool_with_almost_no_flawed_trajectory_is_flagged_on_the_page():
+    from selfprm.report.study_page import _failures
+    from selfprm.studies.study import failures
+
+    pools = {"code/seed-0": {"trajectories": 400, "wrong_answers": 0.0025, "flawed": 0.0025, "lucky": 0.0,
+                             "recovered": 0.0, "steps_per_trajectory": 5.2},
+             "arith/seed-0": {"trajectories": 400, "wrong_answers": 0.3, "flawed": 0.35, "lucky": 0.02,
+                              "recovered": 0.03, "steps_per_trajectory": 4.0},
+             "all-wrong/seed-0": {"trajectories": 10, "wrong_answers": 1.0, "flawed": 1.0, "lucky": 0.0,
+                                  "recovered": 0.0, "steps_per_trajectory": 3.0}}
+    f = failures([], pools)
+    assert [p["pool"] for p in f["one_sided_pools"]] == ["code/seed-0", "all-wrong/seed-0"]
+    html = _failures({"failures": f, "cells": []})
+    assert "One-sided pools" in html and "code/seed-0" in html
+    assert "One-sided pools" not in _failures({"failures": failures([], {"arith/seed-0": pools["arith/seed-0"]}),
+                                               "cells": []})

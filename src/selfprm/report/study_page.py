@@ -245,6 +245,13 @@ def _failures(study: dict) -> str:
         parts.append(_table(["domain", "source", "N", "seed", "step AUROC", "share predicted unsound"],
                             [[c["domain_key"], c["source"], c["trajectories"], c["seed"], c["step_auroc"],
                               c["predicted_unsound_share"]] for c in col[:30]]))
+    one_sided = f.get("one_sided_pools", [])
+    if one_sided:
+        parts.append("<h3>One-sided pools</h3><p>These training pools hold almost no flawed (or no sound) "
+                     "trajectories, so their PRMs had little to learn and their step metrics little to measure; "
+                     "read their cells with that in mind:</p>")
+        parts.append(_table(["pool", "trajectories", "flawed"], [[p["pool"], p["trajectories"], p["flawed"]]
+                                                                for p in one_sided]))
     pools = f.get("pools", {})
     if pools:
         parts.append("<h3>Lucky answers and recovered errors</h3><p>Right answers with a wrong step are "

@@ -528,6 +528,9 @@ def rankings(cells: list[dict]) -> dict[str, dict[str, Any]]:
     return out
 
 
+ONE_SIDED_POOL = 0.02  # a training pool under 2 % (or over 98 %) flawed trajectories is flagged
+
+
 def failures(cells: list[dict], pools: dict[str, dict]) -> dict[str, Any]:
     """What the page's "where it fails" section says, all counted from the cells."""
     collapses = [{k: c[k] for k in ("domain_key", "source", "trajectories", "seed", "step_auroc",
@@ -558,7 +561,12 @@ def failures(cells: list[dict], pools: dict[str, dict]) -> dict[str, Any]:
                                                                      if c["domain_key"] == key),
                               "source": s, "metric": metric, "trajectories": n, "crisp": cr[0], "crisp_sd": cr[1],
                               "fuzzy": fz[0], "fuzzy_sd": fz[1], "drop": cr[0] - fz[0]})
-    return {"collapses": collapses, "flagged": flagged, "judge_noise": noise, "pools": pools}
+    # a pool with (almost) no flawed, or no sound, trajectories gives its PRMs nothing to learn or to be
+    # measured on: its cells are reported, never silently averaged in
+    one_sided = [{"pool": k, "flawed": p["flawed"], "trajectories": p["trajectories"]} for k, p in pools.items()
+                 if not ONE_SIDED_POOL < p["flawed"] < 1 - ONE_SIDED_POOL]
+    return {"collapses": collapses, "flagged": flagged, "judge_noise": noise, "pools": pools,
+            "one_sided_pools": one_sided}
 
 
 def _fmt(x: float | None, nd: int = 2) -> str:
