@@ -183,14 +183,8 @@ def test_mc_labelling_on_code_runs_one_sandbox_per_continuation_batch(monkeypatc
     assert [t.outcome for t in batched] == [True] * len(problems) + [False]
 
 
-def test_lm_policy_and_rollouts_judge_each_batch_at_once(monkeypatch):
-    from selfprm.policies.hf import HFPolicy, HFPolicyConfig
-    from selfprm.policies.tiny import TinyLMConfig, build_char_tokenizer, build_tiny_lm
-    from selfprm.rl.rollout import sample_rollouts
-
-    domain = CodeDomain()
-    tok = build_char_tokenizer(domain.charset())
-    model = build_tiny_lm(tok, TinyLMConfig(n_layer=1, n_head=2, n_embd=32, n_positions=96))
+def _count_batches(monkeypatch) -> list[int]:
+    """The sizes of the batches CodeDomain judges, call by call; judging one completion alone fails."""
     sizes: list[int] = []
     real = CodeDomain.from_texts
 
@@ -200,6 +194,18 @@ def test_lm_policy_and_rollouts_judge_each_batch_at_once(monkeypatch):
 
     monkeypatch.setattr(CodeDomain, "from_texts", counting)
     monkeypatch.setattr(CodeDomain, "from_text", lambda *a: pytest.fail("judged one completion alone"))
+    return sizes
+
+
+def test_lm_policy_and_rollouts_judge_each_batch_at_once(monkeypatch):
+    from selfprm.policies.hf import HFPolicy, HFPolicyConfig
+    from selfprm.policies.tiny import TinyLMConfig, build_char_tokenizer, build_tiny_lm
+    from selfprm.rl.rollout import sample_rollouts
+
+    domain = CodeDomain()
+    tok = build_char_tokenizer(domain.charset())
+    model = build_tiny_lm(tok, TinyLMConfig(n_layer=1, n_head=2, n_embd=32, n_positions=96))
+    sizes = _count_batches(monkeypatch)
     prefixes = [Prefix(p, []) for p in domain.sample_problems(3, seed=2)]
     groups = HFPolicy(model, tok, domain, HFPolicyConfig(max_new_tokens=12)).continue_from(prefixes, 2)
     assert sizes == [6] and [len(g) for g in groups] == [2, 2, 2]
@@ -232,15 +238,7 @@ def test_pcl_over_code_judges_a_batch_in_one_call(monkeypatch):
     code = CodeDomain()
     q = code.sample_problems(1, seed=0)[0]
     text = "".join(s + "\n" for s in q.meta["lines"]) + "A:" + q.answer
-    sizes: list[int] = []
-    real = CodeDomain.from_texts
-
-    def counting(self, items):
-        sizes.append(len(items))
-        return real(self, items)
-
-    monkeypatch.setattr(CodeDomain, "from_texts", counting)
-    monkeypatch.setattr(CodeDomain, "from_text", lambda *a: pytest.fail("judged one completion alone"))
+    sizes = _count_batches(monkeypatch)
     got = judge_texts(PostCompletionDomain(code), [(q, [], text + "#f1a1r2", 3), (q, [], "a=1\nA:a#f0", 2),
                                                    (q, [], text, 3)])
     assert sizes == [3]  # one sandboxed batch, the marker and evaluation cut off before it

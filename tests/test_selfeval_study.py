@@ -60,10 +60,8 @@ def test_the_ctx2skill_part_runs_one_self_play_per_seed_with_the_overrides(tmp_p
                 "judge_agreement": 0.9, "replay_guard_used": 1}
 
     monkeypatch.setattr(c2s, "run_ctx2skill", fake)
-    import selfprm.studies.selfeval as se
-
     plotted = []
-    monkeypatch.setattr(se, "plot_ctx2skill_seeds", lambda per, path: plotted.append((len(per), path)))
+    monkeypatch.setattr(c2s, "plot_curve", lambda per, path: plotted.append((len(per), path)))
     m = run(SelfEvalConfig(parts=("ctx2skill",), seeds=2, ctx2skill={"rounds": 1}), tmp_path, progress=False)
     # each seed its own Reasoner (a training run), draws and folder
     assert [(c.seed, c.reasoner.seed, c.rounds) for c, _ in seen] == [(0, 0, 1), (1, 1, 1)]
@@ -112,11 +110,11 @@ def test_a_tiny_run_end_to_end_writes_the_schema_and_resumes(tmp_path, one_torch
 
 
 def test_the_seed_band_plot_of_ctx2skill(tmp_path):
-    from selfprm.studies.selfeval import plot_ctx2skill_seeds
+    from selfprm.selfplay.ctx2skill import plot_curve
 
-    per = [{"curve": [{"round": r, "evolved": 0.5 + 0.1 * r + 0.01 * k} for r in range(3)],
+    per = [{"curve": [{"round": r, "evolved": 0.5 + 0.1 * r + 0.01 * k, "latest": 0.5} for r in range(3)],
             "accuracy": {"none": 0.5, "random": 0.55}} for k in range(3)]
-    plot_ctx2skill_seeds(per, tmp_path / "c.png")
+    plot_curve(per, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 

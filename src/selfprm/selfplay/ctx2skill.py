@@ -309,19 +309,25 @@ def quick_config(seed: int = 0) -> Ctx2SkillConfig:
 PRESETS = {"full": Ctx2SkillConfig(), "quick": quick_config()}
 
 
-def plot_curve(metrics: dict[str, Any], path: Path) -> None:
-    """Held-out accuracy over rounds: replay-selected and latest skills, beside no and random skills."""
+def plot_curve(per_seed: list[dict[str, Any]], path: Path) -> None:
+    """Held-out accuracy over rounds, mean over the given runs (seeds) with a ±1 sd band where there
+    are several: the replay-selected and the latest skills, beside no and random skills."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rounds = [p["round"] for p in metrics["curve"]]
+    rounds = [p["round"] for p in per_seed[0]["curve"]]
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.plot(rounds, [p["evolved"] for p in metrics["curve"]], marker="o", label="evolved (replay-selected)")
-    ax.plot(rounds, [p["latest"] for p in metrics["curve"]], ls="--", marker=".", label="latest skills")
-    ax.axhline(metrics["accuracy"]["none"], color="grey", ls=":", label="no skills")
-    ax.axhline(metrics["accuracy"]["random"], color="tab:red", ls=":", label="random skills (same count)")
+    for key, style, label in (("evolved", dict(marker="o"), "evolved (replay-selected)"),
+                              ("latest", dict(ls="--", marker="."), "latest skills")):
+        ys = np.array([[p[key] for p in m["curve"]] for m in per_seed])
+        ax.plot(rounds, ys.mean(0), label=label + (f", {len(per_seed)} seeds" if len(per_seed) > 1 else ""), **style)
+        if len(per_seed) > 1:
+            sd = ys.std(0, ddof=1)
+            ax.fill_between(rounds, ys.mean(0) - sd, ys.mean(0) + sd, alpha=0.15)
+    for key, color, label in (("none", "grey", "no skills"), ("random", "tab:red", "random skills (same count)")):
+        ax.axhline(float(np.mean([m["accuracy"][key] for m in per_seed])), color=color, ls=":", label=label)
     ax.set_xlabel("self-play round")
     ax.set_ylabel("held-out accuracy")
     ax.set_title("Ctx2Skill: Reasoner accuracy over rounds")
@@ -392,6 +398,6 @@ def run_ctx2skill(config: Ctx2SkillConfig, out: Path, *, progress: bool = True) 
     for name in ("reasoner_skills", "challenger_skills"):
         (out / f"ctx2skill_{name}.md").write_text(metrics[name])
     run.write_json("ctx2skill_metrics.json", metrics)
-    plot_curve(metrics, out / "ctx2skill_accuracy.png")
+    plot_curve([metrics], out / "ctx2skill_accuracy.png")
     metrics["plot"] = str(out / "ctx2skill_accuracy.png")
     return metrics

@@ -344,31 +344,6 @@ def ctx2skill_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def plot_ctx2skill_seeds(per_seed: list[dict[str, Any]], path: Path) -> None:
-    """Held-out accuracy over self-play rounds, mean ± sd over seeds (a band), beside no and random skills."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rounds = [p["round"] for p in per_seed[0]["curve"]]
-    ev = np.array([[p["evolved"] for p in m["curve"]] for m in per_seed])
-    sd = ev.std(0, ddof=1) if len(per_seed) > 1 else np.zeros(len(rounds))
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.plot(rounds, ev.mean(0), marker="o", label=f"evolved (replay-selected), {len(per_seed)} seeds")
-    ax.fill_between(rounds, ev.mean(0) - sd, ev.mean(0) + sd, alpha=0.2)
-    for key, color in (("none", "grey"), ("random", "tab:red")):
-        vals = np.array([m["accuracy"][key] for m in per_seed])
-        ax.axhline(vals.mean(), color=color, ls=":", label=f"{key} skills: {vals.mean():.3f}")
-    ax.set_xlabel("self-play round")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_title("Ctx2Skill: Reasoner accuracy over rounds")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 # ----------------------------------------------------------------------------- the run
 
 
@@ -461,14 +436,14 @@ def run(config: SelfEvalConfig, out: str | Path, *, progress: bool = True) -> di
 
     if "ctx2skill" in cfg.parts:
         log("selfeval: Ctx2Skill self-play")
-        from selfprm.selfplay.ctx2skill import Ctx2SkillConfig, run_ctx2skill
+        from selfprm.selfplay.ctx2skill import Ctx2SkillConfig, plot_curve, run_ctx2skill
 
         base = ctx2skill_config(Ctx2SkillConfig(), cfg.ctx2skill)
         # one self-play per seed, each with its own Reasoner (a training run), held-out tasks and draws
         per = [run_ctx2skill(replace(base, seed=base.seed + k, reasoner=replace(base.reasoner, seed=base.reasoner.seed + k)),
                              run_dir.root / "ctx2skill" / f"seed-{k}", progress=progress) for k in range(cfg.seeds)]
         metrics["ctx2skill"] = ctx2skill_summary(per)
-        plot_ctx2skill_seeds(per, run_dir.root / "ctx2skill_accuracy.png")
+        plot_curve(per, run_dir.root / "ctx2skill_accuracy.png")  # the curve over rounds, a band over seeds
 
     run_dir.write_json("selfeval_metrics.json", metrics)
     atomic_write_text(run_dir.root / "selfeval_table.md", table(metrics))
