@@ -41,6 +41,9 @@ def test_summary_shifts_the_token_curve_by_the_label_cost_and_spreads_over_seeds
     assert [a for _, a in m["tokens"]] == pytest.approx([0.2, 0.3, 0.5])
     assert m["final_accuracy"] == pytest.approx(0.5) and m["final_accuracy_std"] == pytest.approx(0.02 ** 0.5)  # sample sd (ddof 1) of 0.6, 0.4
     assert m["seeds"] == 2 and m["policy_tokens"] == 210
+    assert m["tokens_per_sample"] == pytest.approx((200 / 16 + 220 / 16) / 2) and m["final_kl"] is None  # no KL kept
+    recs[0]["kl"], recs[1]["kl"] = [0.0, 0.1], [0.0, 0.3]
+    assert _summarise(recs, "tokens")["final_kl"] == pytest.approx(0.2)
     assert [x for x, _ in _summarise(recs, "tokens")["tokens"]] == [0, 110, 210]
 
 

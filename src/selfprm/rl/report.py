@@ -113,9 +113,10 @@ def markdown_table(metrics: dict[str, Any]) -> str:
                          cell(label, ".0f") if label is not None else "—",
                          cell(total, ".0f") if total is not None else "—",
                          _versus(m, base), _versus(m, ref) if name.startswith("prm:") or is_self_supervised(name)
-                         else "—"])
+                         else "—", cell(m.get("tokens_per_sample"), ".1f"), cell(m.get("final_kl"), ".3f")])
     lines = [table(["regime", "method", "reward", "seeds", "SFT start", "final accuracy", "label policy tokens",
-                    "policy tokens in all", "vs outcome-only", f"vs {REFERENCE}"], rows)]
+                    "policy tokens in all", "vs outcome-only", f"vs {REFERENCE}", "tokens / sample", "final KL"],
+                   rows)]
     for r, reg in _regimes(metrics).items():
         c = closest_to_reference(reg["methods"])
         if c is not None:

@@ -301,6 +301,10 @@ def _summarise(recs: list[dict[str, Any]], budget: str, offset: int = 0) -> dict
         "final_accuracy_std": float(finals.std(ddof=1)) if len(recs) > 1 else 0.0,  # sample sd, as the demo
         "seeds": len(recs),
         "samples": int(round(np.mean([r["samples"] for r in recs]))),
+        # what a reward pushed the policy towards: longer solutions, and how far it moved from the SFT policy
+        "tokens_per_sample": (float(np.mean([r["policy_tokens"] / max(1, r["samples"]) for r in recs]))
+                              if all("policy_tokens" in r for r in recs) else None),
+        "final_kl": float(np.mean([r["kl"][-1] for r in recs])) if all(r.get("kl") for r in recs) else None,
         "domain": recs[0]["domain"],
         "seconds": float(np.mean([r["seconds"] for r in recs])),
     }
