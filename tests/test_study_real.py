@@ -34,6 +34,10 @@ def test_prmbench_categories_by_hand():
     assert a["prmscore"] == pytest.approx((2 / 3 + 0.5) / 2) and a["records"] == 2 and a["steps"] == 5
     assert a["step_auroc"] == pytest.approx(5 / 6)  # 3 sound x 2 erroneous pairs: only 0.2 < 0.7 is misordered
     assert out["b"]["negative_f1"] is None and out["b"]["prmscore"] is None  # no erroneous step: undefined
+    # a PRM that calls every step sound: the erroneous class scores 0, as PRMBench's code has it (not undefined)
+    one = real.prmbench_categories([[0.9, 0.9, 0.9], [0.9, 0.9], [0.9, 0.9]], trajs)["a"]
+    assert one["negative_f1"] == 0.0 and one["f1"] == pytest.approx(2 * 0.6 * 1 / 1.6)
+    assert one["prmscore"] == pytest.approx(0.75 / 2)
     assert out["overall"]["records"] == 3 and out["overall"]["steps"] == 7
     # a NaN score (a step cut by truncation) is left out
     assert real.prmbench_categories([[float("nan"), 0.2, 0.1], [0.8, 0.7], [0.6, 0.95]], trajs)["a"]["steps"] == 4

@@ -218,8 +218,10 @@ def prmbench_sample(c: RealStudyConfig) -> list[Trajectory]:
 
 
 def _f1(tp: int, fp: int, fn: int) -> float | None:
-    """``2PR / (P + R)``; None where precision or recall is undefined (PRMBench's code writes -1)."""
-    if tp + fp == 0 or tp + fn == 0:
+    """``2PR / (P + R)`` as PRMBench's code computes it: a class that occurs but is never predicted
+    (or predicted but never occurs) scores 0 there (its -1 precision times 0 recall); None only
+    where the class neither occurs nor is predicted (its code's -1)."""
+    if tp + fp == 0 and tp + fn == 0:
         return None
     if tp == 0:
         return 0.0
