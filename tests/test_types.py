@@ -93,6 +93,13 @@ def test_atomic_write_replaces_the_file_and_leaves_no_temp_file(tmp_path):
     path.write_text(OLD)
     atomic_write_text(path, NEW)
     assert path.read_text() == NEW and _others(tmp_path, "out.txt") == []
+    # the mode a plain open() gives (mkstemp's 0600 would hide a report from other readers)
+    import os
+    import stat
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text(NEW)
+    assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
 
 
 class _HalfWriter:

@@ -252,6 +252,19 @@ def read_trajectories(path: str | os.PathLike) -> list[tuple[Trajectory, StepLab
     return [record_to_trajectory(obj, path, n) for n, obj in iter_jsonl(path)]
 
 
+def _umask() -> int:
+    """The process's umask, read without setting it (Linux's /proc), else set and restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` so a reader never sees half a file: temp file, fsync, rename."""
     path = Path(path)
@@ -262,6 +275,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file 0600; give it the mode a plain open() would (0666 less the umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
