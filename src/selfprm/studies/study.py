@@ -110,6 +110,8 @@ class StudyConfig:
     # a PRM step 0.17 s (batch 32), scoring 0.013 s a trajectory, SFT ~3 min per domain, a real-text
     # seed ~5-6 min. Per (variant, source, seed) N = 100/200/400 is 78 steps + 3 x 400 scored, ~30 s,
     # so 5 variants x 4 sources x 3 seeds ~30 min; adding N = 800 costs ~13 s more each (~+11 min).
+    # Measured: the full preset took 68 min on one thread beside other runs (180 cells, real with 5
+    # seeds), and redoing the code family at its harder default 10 min more.
     trajectories: tuple[int, ...] = (100, 200, 400)
     arith: ArithConfig = field(default_factory=ArithConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
