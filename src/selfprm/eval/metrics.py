@@ -44,12 +44,12 @@ def within_group_auroc(groups: Sequence[Sequence[tuple[float, bool]]]) -> float:
     NaN when no group holds both a right and a wrong sample."""
     wins = pairs = 0.0
     for g in groups:
-        pos = [s for s, ok in g if ok and not math.isnan(s)]
-        neg = [s for s, ok in g if not ok and not math.isnan(s)]
-        for a in pos:
-            for b in neg:
-                wins += 1.0 if a > b else 0.5 if a == b else 0.0
-        pairs += len(pos) * len(neg)
+        kept = [(s, ok) for s, ok in g if not math.isnan(s)]
+        n_pos = sum(bool(ok) for _, ok in kept)
+        n = n_pos * (len(kept) - n_pos)  # the group's (right, wrong) pairs; its AUROC is their win share
+        if n:
+            wins += auroc([s for s, _ in kept], [ok for _, ok in kept]) * n
+            pairs += n
     return wins / pairs if pairs else math.nan
 
 

@@ -82,10 +82,7 @@ class PostCompletionDomain:
         return self.base.charset() + MARKER + EVAL_CHARS
 
     def from_text(self, problem: Problem, steps_before: Sequence[str], generated: str, tokens: int) -> Trajectory:
-        head, sep, tail = generated.partition(MARKER)
-        traj = self.base.from_text(problem, steps_before, head, tokens)
-        traj.meta["post_completion"] = tail if sep else None
-        return traj
+        return self.from_texts([(problem, steps_before, generated, tokens)])[0]
 
     def from_texts(self, items: Sequence[tuple[Problem, Sequence[str], str, int]]) -> list[Trajectory]:
         """``from_text`` for many continuations, judged as the base domain judges a batch (``code``:

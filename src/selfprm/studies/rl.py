@@ -315,6 +315,7 @@ def run(run: RLConfig, out: str | Path, *, progress: bool = True) -> dict[str, A
     from transformers import AutoModelForCausalLM
 
     from selfprm.prm.model import ProcessRewardModel
+    from selfprm.rl.report import closest_to_reference, markdown_table, plot_learning_curves
 
     run_dir = RunDir(out)
     t_start = time.perf_counter()
@@ -427,8 +428,6 @@ def run(run: RLConfig, out: str | Path, *, progress: bool = True) -> dict[str, A
         # every run starts from the same SFT weights and is evaluated on the same held-out problems
         # with the same sampling seed: its first point is the SFT policy's accuracy
         sft_acc = float(np.mean([m["accuracy_per_seed"][0][0] for m in methods.values()]))
-        from selfprm.rl.report import closest_to_reference
-
         out_regimes[r] = {"domain": domain.name, "task": asdict(domain.config), "sft_accuracy": sft_acc,
                           "max_new_tokens": grpo.max_new_tokens, "pool": pools.get(r), "methods": methods,
                           "closest_to_oracle": closest_to_reference(methods)}
@@ -468,8 +467,6 @@ def run(run: RLConfig, out: str | Path, *, progress: bool = True) -> dict[str, A
         "prm": run.prm_path or (str(search_prm[0].file("model")) if search_prm else None),
         "seconds": time.perf_counter() - t_start,
     }
-    from selfprm.rl.report import markdown_table, plot_learning_curves
-
     run_dir.write_json("rl_metrics.json", metrics)
     plot_learning_curves(metrics, run_dir.root / "rl_curves.png")
     table = markdown_table(metrics)

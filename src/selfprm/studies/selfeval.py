@@ -253,19 +253,22 @@ def _grpo_stage(run: RunDir, name: str, parent: Stage, model_dir: Path, tok, dom
     return st, model, st.finish(out)
 
 
+def _scored(groups_of: list[list[Any]], scores: list[float]) -> list[list[tuple[Any, float]]]:
+    """``(trajectory, score)`` per sample, grouped as ``groups_of`` (``scores`` runs over them flat)."""
+    it = iter(scores)
+    return [[(t, next(it)) for t in g] for g in groups_of]
+
+
 def _bon(groups_of: list[list[Any]], scores: list[float], n: int) -> float:
     from selfprm.eval.metrics import best_of_n
 
-    it = iter(scores)
-    groups = [[(t.final_answer, bool(t.outcome), next(it)) for t in g] for g in groups_of]
-    return best_of_n(groups, n).prm
+    return best_of_n([[(t.final_answer, bool(t.outcome), s) for t, s in g] for g in _scored(groups_of, scores)], n).prm
 
 
 def _within(groups_of: list[list[Any]], scores: list[float]) -> float:
     from selfprm.eval.metrics import within_group_auroc
 
-    it = iter(scores)
-    return within_group_auroc([[(next(it), bool(t.outcome)) for t in g] for g in groups_of])
+    return within_group_auroc([[(s, bool(t.outcome)) for t, s in g] for g in _scored(groups_of, scores)])
 
 
 def _pcl_seed(cfg: SelfEvalConfig, pc_model, pc_tok, base_model, base_tok, domain, pc_domain, bon_problems,
@@ -489,12 +492,10 @@ def table(metrics: dict[str, Any]) -> str:
     if "ctx2skill" in metrics:
         c = metrics["ctx2skill"]
         a = c.get("accuracy", {})
-        pm = _pm
-
         parts.append("## Ctx2Skill\n\nHeld-out accuracy (mean ± sd over seeds):\n\n" + markdown_table(
             ["evolved", "none", "random", "fixed by evolved", "broken by evolved", "fixed by random", "judge agreement",
              "replay guard used", "rounds", "seeds"],
-            [[pm(a, "evolved"), pm(a, "none"), pm(a, "random"), pm(c["vs_none"]["evolved"], "fixed"),
-              pm(c["vs_none"]["evolved"], "broken"), pm(c["vs_none"]["random"], "fixed"), pm(c, "judge_agreement"),
+            [[_pm(a, "evolved"), _pm(a, "none"), _pm(a, "random"), _pm(c["vs_none"]["evolved"], "fixed"),
+              _pm(c["vs_none"]["evolved"], "broken"), _pm(c["vs_none"]["random"], "fixed"), _pm(c, "judge_agreement"),
               f"{c['replay_guard_used']}/{c['replay_guard_rounds']} rounds", str(c["rounds"]), str(c["seeds"])]]))
     return "\n\n".join(parts) + "\n"

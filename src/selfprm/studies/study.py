@@ -165,8 +165,8 @@ class StudyConfig:
 
 
 def _quick() -> StudyConfig:
-    """5 min 3 s measured on the idle 2-core machine (``--threads 2``; 17 minutes at load ~8). The simulated arith solver writes the arith pools; the tiny
-    LM at width 128 after 400 SFT steps is the PRM backbone and the tools policy (at width 64 after
+    """5 min 3 s measured on the idle 2-core machine (``--threads 2``; 17 minutes at load ~8). The
+    simulated arith solver writes the arith pools; the tiny LM at width 128 after 400 SFT steps is the PRM backbone and the tools policy (at width 64 after
     300 steps its SFT loss stayed at 1.0, it could not do the arithmetic, and even oracle-label
     PRMs reached a step AUROC of only 0.45-0.64); three spine sources, small pools, no real text."""
     return StudyConfig(judge_errors=(0.2,), sources=("oracle", "outcome", "spr"), trajectories=(30, 60, 120),
